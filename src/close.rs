@@ -1,0 +1,34 @@
+//! [`CloseReason`]: why an event stream ended, as every stage of the pipeline reports it.
+
+use std::fmt;
+
+/// Why an event stream is over.
+///
+/// Reported by [`SseEmitter::closed`](crate::SseEmitter::closed) to the producer and by
+/// [`SseConnection::closed`](crate::SseConnection::closed) to whoever holds the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The stream ended cleanly: everything was written and the response finished.
+    Completed,
+    /// The response was dropped before its end: the client went away.
+    Disconnected,
+    /// The stream ended with an error (from the producer, the body or the service).
+    Error,
+    /// The server is shutting down and ended the stream cleanly.
+    Shutdown,
+    /// A time limit on the stream passed and it was ended cleanly.
+    TimedOut,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CloseReason::Completed => "the stream completed",
+            CloseReason::Disconnected => "the client disconnected",
+            CloseReason::Error => "the stream ended with an error",
+            CloseReason::Shutdown => "the server is shutting down",
+            CloseReason::TimedOut => "the stream timed out",
+        })
+    }
+}
