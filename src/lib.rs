@@ -2,15 +2,27 @@
 //!
 //! * [`Event`] builds one event straight into its exact wire form, and refuses input that
 //!   would inject lines with a typed [`EventError`].
+//! * [`SseBody`] streams any `Stream` of events as an `http_body::Body`, coalescing ready
+//!   events into one frame; [`response`] wraps it with the headers an event stream needs.
+//! * [`channel`] gives an [`SseEmitter`] (send / complete / complete_with_error, with
+//!   backpressure and a `closed()` signal) and the body it feeds.
 //! * [`Parser`] decodes an event stream exactly as a browser's `EventSource` does.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+#[cfg(feature = "axum")]
+mod axum;
+mod body;
 mod close;
+mod emitter;
 mod event;
 
+pub use body::{response, SseBody};
 pub use close::CloseReason;
+pub use emitter::{
+    channel, ChannelBuilder, EventReceiver, SendError, SendErrorKind, SseEmitter, TrySendError,
+};
 pub use event::{Event, EventError, EventField};
 
 /// The error type that bodies and streams in this crate report: any error, boxed.
