@@ -17,6 +17,7 @@ mod body;
 mod close;
 mod emitter;
 mod event;
+mod parse;
 
 pub use body::{response, SseBody};
 pub use close::CloseReason;
@@ -24,6 +25,7 @@ pub use emitter::{
     channel, ChannelBuilder, EventReceiver, SendError, SendErrorKind, SseEmitter, TrySendError,
 };
 pub use event::{Event, EventError, EventField};
+pub use parse::{MessageEvent, ParseError, Parser};
 
 /// The error type that bodies and streams in this crate report: any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
