@@ -184,7 +184,10 @@ impl Event {
     /// lines like any text, so the event stays one event and the client gets the JSON back.
     /// On error nothing is added.
     #[cfg(feature = "json")]
-    pub fn json_data<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Result<Self, EventError> {
+    pub fn json_data<T: serde::Serialize + ?Sized>(
+        mut self,
+        value: &T,
+    ) -> Result<Self, EventError> {
         let buf = self.lines_mut(MIN_CAPACITY);
         let rollback = buf.len();
         let mut writer = LineWriter::start(buf, b"data: ");
@@ -276,7 +279,8 @@ impl Event {
     fn set_line(&mut self, slot: Slot, prefix: &[u8], value: &[u8]) {
         self.lines_mut(prefix.len() + value.len() + 1);
         if let Some(start) = self.slot(slot).take() {
-            let end = memchr::memchr(b'\n', &self.lines[start..]).map_or(self.lines.len(), |i| start + i + 1);
+            let end = memchr::memchr(b'\n', &self.lines[start..])
+                .map_or(self.lines.len(), |i| start + i + 1);
             self.lines.drain(start..end);
             for at in [&mut self.event_at, &mut self.id_at, &mut self.retry_at]
                 .into_iter()
