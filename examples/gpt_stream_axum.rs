@@ -1,0 +1,74 @@
+//! `POST /gpt-stream` on axum: a GPT-style answer streamed piece by piece as Server-Sent Events,
+//! with the page at `/` to try it in a browser.
+//!
+//! ```sh
+//! cargo run --all-features --example gpt_stream_axum
+//! # then open http://127.0.0.1:8080/ or:
+//! curl -N -H 'Content-Type: application/json' -d '{"query": "Hello"}' http://127.0.0.1:8080/gpt-stream
+//! ```
+//!
+//! `PORT` or `--port` change the port, `GPT_DELAY_MS` the pause between pieces (default 50),
+//! and `ALLOWED_ORIGINS` (comma-separated, or `*`) lets pages from other origins call the API.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::{
+    extract::{FromRequest, Request, State},
+    http::{Method, Uri},
+    response::{IntoResponse, Response},
+    routing::post,
+    Router,
+};
+use common::{ApiError, Ask, Config};
+use tower_sse::{EventReceiver, SseBody};
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let config = Config::from_env_and_args();
+    common::init_tracing();
+
+    let app = Router::new()
+        .route(
+            "/gpt-stream",
+            post(gpt_stream).fallback(|| async { ApiError::method_not_allowed() }),
+        )
+        // Everything else: the page and the script it loads.
+        .fallback(
+            |method: Method, uri: Uri| async move { common::static_file(&method, uri.path()) },
+        )
+        .with_state(config.delay)
+        .layer(config.cors());
+
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(common::shutdown_signal())
+        .await
+}
+
+/// Like the Spring handler: make an emitter, hand it to a task that produces the answer, and
+/// return at once. The response streams while the task sends.
+async fn gpt_stream(State(delay): State<Duration>, ask: Ask) -> SseBody<EventReceiver> {
+    let (emitter, body) = tower_sse::channel(common::CHANNEL_CAPACITY);
+    tokio::spawn(common::stream_answer(emitter, ask, delay));
+    // With the `axum` feature, the body is a response: 200 with the event-stream headers.
+    body
+}
+
+/// Lets handlers take a validated [`Ask`] as an argument; bad input is answered with the
+/// status and JSON error from [`common::read_ask`] before the handler runs.
+impl<S: Send + Sync> FromRequest<S> for Ask {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Ask, ApiError> {
+        common::read_ask(request).await
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.into_http_response().into_response()
+    }
+}

@@ -1,0 +1,101 @@
+//! `POST /gpt-stream` on plain hyper 1 + hyper-util + tower (no framework): a GPT-style answer
+//! streamed piece by piece as Server-Sent Events, with the page at `/` to try it in a browser.
+//!
+//! ```sh
+//! cargo run --example gpt_stream_hyper
+//! # then open http://127.0.0.1:8080/ or:
+//! curl -N -H 'Content-Type: application/json' -d '{"query": "Hello"}' http://127.0.0.1:8080/gpt-stream
+//! ```
+//!
+//! `PORT` or `--port` change the port, `GPT_DELAY_MS` the pause between pieces (default 50),
+//! and `ALLOWED_ORIGINS` (comma-separated, or `*`) lets pages from other origins call the API.
+
+mod common;
+
+use std::{convert::Infallible, time::Duration};
+
+use bytes::Bytes;
+use common::{ApiError, Config};
+use http::{Method, Request, Response};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tower::{ServiceBuilder, ServiceExt};
+use tower_sse::BoxError;
+
+/// Every response body, boxed: an event stream or a small fixed body (the page, a JSON error).
+/// (CORS answers preflight requests itself, with an empty body of this type.)
+type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+fn boxed<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let config = Config::from_env_and_args();
+    common::init_tracing();
+
+    // The whole app as one tower service: CORS around the router.
+    let delay = config.delay;
+    let app = ServiceBuilder::new()
+        .layer(config.cors())
+        .service_fn(move |request: Request<Incoming>| route(request, delay));
+
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+
+    // Tracks open connections so that Ctrl-C can wait for them to finish.
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(common::shutdown_signal());
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => break,
+        };
+        // hyper calls services with `&self`; a tower service is called through a clone.
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request| app.clone().oneshot(request));
+        // HTTP/1.1 or HTTP/2, whichever the client speaks.
+        let connection = auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!("connection ended with an error: {error}");
+            }
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Routes a request by hand: the API, or else the page and its script.
+async fn route(request: Request<Incoming>, delay: Duration) -> Result<Response<Body>, Infallible> {
+    let response = match (request.method(), request.uri().path()) {
+        (&Method::POST, "/gpt-stream") => match common::read_ask(request).await {
+            Ok(ask) => {
+                // Like the Spring handler: make an emitter, hand it to a task that produces
+                // the answer, and return at once. The response streams while the task sends.
+                let (emitter, body) = tower_sse::channel(common::CHANNEL_CAPACITY);
+                tokio::spawn(common::stream_answer(emitter, ask, delay));
+                // 200 with the event-stream headers.
+                tower_sse::response(boxed(body))
+            }
+            Err(error) => error.into_http_response().map(boxed),
+        },
+        (_, "/gpt-stream") => ApiError::method_not_allowed()
+            .into_http_response()
+            .map(boxed),
+        (method, path) => common::static_file(method, path).map(boxed),
+    };
+    Ok(response)
+}
