@@ -6,6 +6,9 @@
 //!   events into one frame; [`response`] wraps it with the headers an event stream needs.
 //! * [`channel`] gives an [`SseEmitter`] (send / complete / complete_with_error, with
 //!   backpressure and a `closed()` signal) and the body it feeds.
+//! * [`SseLayer`] serves event streams safely from any tower service: keep-alives between
+//!   events, SSE headers, a time limit, graceful shutdown, and an [`SseConnection`] in every
+//!   request that tells how and when its response ended.
 //! * [`Parser`] decodes an event stream exactly as a browser's `EventSource` does.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -15,16 +18,20 @@
 mod axum;
 mod body;
 mod close;
+mod connection;
 mod emitter;
 mod event;
+mod layer;
 mod parse;
 
 pub use body::{response, SseBody};
 pub use close::CloseReason;
+pub use connection::{CloseInfo, SseConnection};
 pub use emitter::{
     channel, ChannelBuilder, EventReceiver, SendError, SendErrorKind, SseEmitter, TrySendError,
 };
 pub use event::{Event, EventError, EventField};
+pub use layer::{ResponseFuture, SseLayer, SseLayerBody, SseService};
 pub use parse::{MessageEvent, ParseError, Parser};
 
 /// The error type that bodies and streams in this crate report: any error, boxed.

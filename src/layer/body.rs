@@ -1,0 +1,360 @@
+//! [`SseLayerBody`]: the response body [`SseService`](super::SseService) returns. Around an
+//! event stream it adds keep-alives, the time limit and graceful shutdown; around any other body
+//! it only watches how the response ends.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::{Buf, Bytes};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{sleep_until, Instant, Sleep};
+
+use super::{scan::Scanner, Config, Signal};
+use crate::{connection::CloseReporter, BoxError, CloseReason};
+
+pin_project! {
+    /// The response body of [`SseService`](super::SseService), around the inner service's body.
+    ///
+    /// For an event stream it forwards the inner body and writes keep-alives after silences,
+    /// only between events; it ends the stream at an event boundary when the time limit passes
+    /// or the server shuts down. Any other body is forwarded as it is. Either way it reports how
+    /// the response ended to the request's [`SseConnection`](crate::SseConnection) once.
+    pub struct SseLayerBody<B>
+    where
+        B: Body,
+    {
+        #[pin]
+        inner: B,
+        // The keep-alive and time-limit timer, created on the first poll.
+        #[pin]
+        timer: Option<Sleep>,
+        phase: Phase,
+        end_at: Option<Instant>,
+        shutdown: Option<Signal>,
+        scanner: Scanner,
+        config: Arc<Config>,
+        reporter: CloseReporter,
+    }
+
+    impl<B> PinnedDrop for SseLayerBody<B>
+    where
+        B: Body,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // Servers may drop a body that says it is over without polling it to its end.
+            if this.phase.forwards_inner() && this.inner.is_end_stream() {
+                this.reporter.report(CloseReason::Completed);
+            }
+        }
+    }
+}
+
+/// Where a body is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not an event stream: forwarded untouched.
+    PassThrough,
+    /// An event stream not polled yet.
+    Opening,
+    /// An event stream being forwarded, with keep-alives in the silences.
+    Streaming,
+    /// An event stream that must end: forwarded up to the end of the event in flight.
+    Finishing(CloseReason),
+    /// An event stream at an event boundary that must end: the final event, then the end.
+    Closing(CloseReason),
+    /// Over, and reported.
+    Done,
+}
+
+impl Phase {
+    /// Whether the inner body still decides where the stream ends.
+    fn forwards_inner(self) -> bool {
+        matches!(self, Phase::PassThrough | Phase::Opening | Phase::Streaming)
+    }
+}
+
+/// What one poll of a body hands over.
+type FramePoll<D, E> = Poll<Option<Result<Frame<D>, E>>>;
+
+/// What one poll of this body hands over.
+type PollFrame = FramePoll<Bytes, BoxError>;
+
+impl<B: Body> SseLayerBody<B> {
+    /// Wraps the body of a `text/event-stream` response.
+    pub(super) fn event_stream(inner: B, config: Arc<Config>, reporter: CloseReporter) -> Self {
+        Self::new(inner, Phase::Opening, config, reporter)
+    }
+
+    /// Wraps the body of any other response.
+    pub(super) fn pass_through(inner: B, config: Arc<Config>, reporter: CloseReporter) -> Self {
+        Self::new(inner, Phase::PassThrough, config, reporter)
+    }
+
+    fn new(inner: B, phase: Phase, config: Arc<Config>, reporter: CloseReporter) -> Self {
+        let shutdown = match phase {
+            Phase::Opening => config.shutdown.clone(),
+            _ => None,
+        };
+        SseLayerBody {
+            inner,
+            timer: None,
+            phase,
+            end_at: None,
+            shutdown,
+            scanner: Scanner::new(),
+            config,
+            reporter,
+        }
+    }
+}
+
+/// When the timer should fire next, `now` being the last time the stream was written to.
+fn next_deadline(config: &Config, now: Instant, end_at: Option<Instant>) -> Option<Instant> {
+    let keep_alive = config
+        .keep_alive
+        .and_then(|interval| now.checked_add(interval));
+    match (keep_alive, end_at) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Checks the shutdown signal: a cheap look while the stream is busy, a poll that registers
+/// for a wake-up when it is idle. Forgets the signal once it fired.
+fn shutdown_fired(signal: &mut Option<Signal>, cx: Option<&mut Context<'_>>) -> bool {
+    let Some(shared) = signal else { return false };
+    let fired = match cx {
+        None => shared.peek().is_some(),
+        Some(cx) => Pin::new(shared).poll(cx).is_ready(),
+    };
+    if fired {
+        *signal = None;
+    }
+    fired
+}
+
+impl<B> Body for SseLayerBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PollFrame {
+        let mut this = self.project();
+        loop {
+            match *this.phase {
+                Phase::PassThrough => {
+                    let polled = this.inner.as_mut().poll_frame(cx);
+                    return forward(polled, &this.inner, this.phase, this.reporter, None);
+                }
+                Phase::Opening => {
+                    let now = Instant::now();
+                    *this.end_at = this.config.max_duration.and_then(|d| now.checked_add(d));
+                    if let Some(deadline) = next_deadline(this.config, now, *this.end_at) {
+                        this.timer.set(Some(sleep_until(deadline)));
+                    }
+                    *this.phase = Phase::Streaming;
+                    if let Some(comment) = &this.config.open_comment {
+                        return own_bytes(comment, this.reporter);
+                    }
+                }
+                Phase::Streaming => {
+                    if shutdown_fired(this.shutdown, None) {
+                        *this.phase = Phase::Finishing(CloseReason::Shutdown);
+                        continue;
+                    }
+                    let polled = this.inner.as_mut().poll_frame(cx);
+                    if polled.is_ready() {
+                        if this.config.keep_alive.is_some() {
+                            rearm(this.timer.as_mut(), this.config, *this.end_at);
+                        }
+                        let scanner = Some(&mut *this.scanner);
+                        return forward(polled, &this.inner, this.phase, this.reporter, scanner);
+                    }
+                    if shutdown_fired(this.shutdown, Some(cx)) {
+                        *this.phase = Phase::Finishing(CloseReason::Shutdown);
+                        continue;
+                    }
+                    let Some(timer) = this.timer.as_mut().as_pin_mut() else {
+                        return Poll::Pending;
+                    };
+                    let deadline = timer.deadline();
+                    if timer.poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // Without keep-alives the timer only ever waits for the time limit.
+                    if this.config.keep_alive.is_none()
+                        || this.end_at.is_some_and(|end| deadline >= end)
+                    {
+                        *this.phase = Phase::Finishing(CloseReason::TimedOut);
+                        continue;
+                    }
+                    // The stream has been silent for a whole keep-alive interval.
+                    rearm(this.timer.as_mut(), this.config, *this.end_at);
+                    if this.scanner.at_boundary() {
+                        return own_bytes(&this.config.keep_alive_bytes, this.reporter);
+                    }
+                    // Mid-event: wait another interval; the loop polls the timer again so that
+                    // it wakes this task.
+                }
+                Phase::Finishing(reason) => {
+                    if this.scanner.can_end() {
+                        *this.phase = Phase::Closing(reason);
+                        continue;
+                    }
+                    let polled = this.inner.as_mut().poll_frame(cx);
+                    let (phase, reporter, scanner) = (this.phase, this.reporter, this.scanner);
+                    return finish_event(polled, reason, phase, reporter, scanner);
+                }
+                Phase::Closing(reason) => {
+                    *this.phase = Phase::Done;
+                    let last = match reason {
+                        CloseReason::TimedOut => &this.config.max_duration_event,
+                        _ => &this.config.shutdown_event,
+                    };
+                    let frame = last.as_ref().map(|event| {
+                        let events = this.scanner.scan(event);
+                        this.reporter.record(event.len(), events);
+                        Ok(Frame::data(event.clone()))
+                    });
+                    this.reporter.report(reason);
+                    return Poll::Ready(frame);
+                }
+                Phase::Done => return Poll::Ready(None),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self.phase {
+            Phase::Done => true,
+            phase => phase.forwards_inner() && self.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.phase {
+            Phase::PassThrough => self.inner.size_hint(),
+            Phase::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// Restarts the keep-alive wait after a write (cheap in tokio when the deadline moves later).
+fn rearm(timer: Pin<&mut Option<Sleep>>, config: &Config, end_at: Option<Instant>) {
+    if let (Some(timer), Some(deadline)) = (
+        timer.as_pin_mut(),
+        next_deadline(config, Instant::now(), end_at),
+    ) {
+        timer.reset(deadline);
+    }
+}
+
+/// Hands over bytes the layer writes itself (keep-alives, the comment on open), which keep the
+/// stream between events.
+fn own_bytes(bytes: &Bytes, reporter: &mut CloseReporter) -> PollFrame {
+    reporter.record(bytes.len(), 0);
+    Poll::Ready(Some(Ok(Frame::data(bytes.clone()))))
+}
+
+/// A frame of the inner body with its data as `Bytes` (free when it already is `Bytes`).
+fn into_bytes<D: Buf>(frame: Frame<D>) -> Frame<Bytes> {
+    frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
+}
+
+/// Forwards what the inner body gave, counting it, and reports the end when it is one.
+fn forward<B>(
+    polled: FramePoll<B::Data, B::Error>,
+    inner: &Pin<&mut B>,
+    phase: &mut Phase,
+    reporter: &mut CloseReporter,
+    scanner: Option<&mut Scanner>,
+) -> PollFrame
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let polled = match polled {
+        Poll::Pending => return Poll::Pending,
+        Poll::Ready(polled) => polled,
+    };
+    let end = match polled {
+        Some(Ok(frame)) => {
+            let frame = into_bytes(frame);
+            if let Some(data) = frame.data_ref() {
+                let events = scanner.map_or(0, |scanner| scanner.scan(data));
+                reporter.record(data.len(), events);
+            }
+            if !inner.is_end_stream() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            (CloseReason::Completed, Some(Ok(frame)))
+        }
+        Some(Err(err)) => (CloseReason::Error, Some(Err(err.into()))),
+        None => (CloseReason::Completed, None),
+    };
+    *phase = Phase::Done;
+    reporter.report(end.0);
+    Poll::Ready(end.1)
+}
+
+/// Forwards the inner body up to the end of the event in flight, and moves on to closing there.
+fn finish_event<D: Buf, E: Into<BoxError>>(
+    polled: FramePoll<D, E>,
+    reason: CloseReason,
+    phase: &mut Phase,
+    reporter: &mut CloseReporter,
+    scanner: &mut Scanner,
+) -> PollFrame {
+    let frame = match polled {
+        Poll::Pending => return Poll::Pending,
+        Poll::Ready(Some(Ok(frame))) => into_bytes(frame),
+        Poll::Ready(Some(Err(err))) => {
+            *phase = Phase::Done;
+            reporter.report(CloseReason::Error);
+            return Poll::Ready(Some(Err(err.into())));
+        }
+        Poll::Ready(None) => {
+            // The inner body ended on its own, mid-event: no final event can follow.
+            *phase = Phase::Done;
+            reporter.report(CloseReason::Completed);
+            return Poll::Ready(None);
+        }
+    };
+    let mut data = match frame.into_data() {
+        Ok(data) => data,
+        Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+    };
+    let mut events = 0;
+    if let Some(mut end) = scanner.until_event_end(&data) {
+        if scanner.joins_pending_cr(data.get(end)) {
+            end += 1;
+        }
+        // What follows belongs to events the stream no longer has time for.
+        data.truncate(end);
+        events = 1;
+        *phase = Phase::Closing(reason);
+    }
+    reporter.record(data.len(), events);
+    Poll::Ready(Some(Ok(Frame::data(data))))
+}
+
+impl<B: Body> fmt::Debug for SseLayerBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SseLayerBody")
+            .field("phase", &self.phase)
+            .field("scanner", &self.scanner)
+            .field("reporter", &self.reporter)
+            .finish_non_exhaustive()
+    }
+}

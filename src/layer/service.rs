@@ -1,0 +1,201 @@
+//! [`SseService`], the service [`SseLayer`](super::SseLayer) wraps around an inner one, and its
+//! [`ResponseFuture`].
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
+
+use http::{
+    header::{self, HeaderName, HeaderValue},
+    HeaderMap, Request, Response,
+};
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use super::{body::SseLayerBody, Config};
+use crate::{connection::CloseReporter, BoxError, CloseReason};
+
+/// The header that tells nginx (and proxies that copied it) not to buffer the response.
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// The service made by [`SseLayer`](super::SseLayer): it inserts an
+/// [`SseConnection`](crate::SseConnection) into each request and wraps each response body in an
+/// [`SseLayerBody`].
+#[derive(Clone)]
+pub struct SseService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> SseService<S> {
+    pub(super) fn new(inner: S, config: Arc<Config>) -> Self {
+        SseService { inner, config }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SseService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<SseLayerBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let (connection, reporter) = CloseReporter::open(self.config.on_close.clone());
+        request.extensions_mut().insert(connection);
+        ResponseFuture {
+            inner: self.inner.call(request),
+            reporter: Some(reporter),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for SseService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SseService")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+pin_project! {
+    /// The response future of [`SseService`]: the inner service's, whose response gets an
+    /// [`SseLayerBody`] (and, for event streams, the SSE headers).
+    ///
+    /// Dropped before it completes, it reports
+    /// [`CloseReason::Disconnected`](crate::CloseReason::Disconnected); an error from the inner
+    /// service is reported as [`CloseReason::Error`](crate::CloseReason::Error).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        reporter: Option<CloseReporter>,
+        config: Arc<Config>,
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<SseLayerBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let mut reporter = this
+            .reporter
+            .take()
+            .expect("ResponseFuture polled after completion");
+        let response = match result {
+            Ok(response) => response,
+            Err(err) => {
+                reporter.report(CloseReason::Error);
+                return Poll::Ready(Err(err));
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        let body = if is_event_stream(&parts.headers) {
+            set_sse_headers(&mut parts.headers);
+            SseLayerBody::event_stream(body, this.config.clone(), reporter)
+        } else {
+            SseLayerBody::pass_through(body, this.config.clone(), reporter)
+        };
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("reporter", &self.reporter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the content type is `text/event-stream`, in any case, with or without parameters.
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|value| {
+        let essence = value.as_bytes().split(|&b| b == b';').next().unwrap_or(&[]);
+        essence
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"text/event-stream")
+    })
+}
+
+/// Makes an event-stream response fit for streaming through caches and proxies; headers the
+/// application set stay as they are. `Connection` is left to the server (and is forbidden in
+/// HTTP/2).
+fn set_sse_headers(headers: &mut HeaderMap) {
+    headers.remove(header::CONTENT_LENGTH);
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-cache"));
+    headers
+        .entry(X_ACCEL_BUFFERING)
+        .or_insert(HeaderValue::from_static("no"));
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{header::CONTENT_TYPE, HeaderMap, HeaderValue};
+
+    use super::is_event_stream;
+
+    fn with_content_type(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn recognises_event_streams() {
+        for value in [
+            "text/event-stream",
+            "Text/Event-Stream",
+            "text/event-stream; charset=utf-8",
+            " text/event-stream ;charset=UTF-8",
+        ] {
+            assert!(is_event_stream(&with_content_type(value)), "{value}");
+        }
+        for value in [
+            "text/plain",
+            "text/event-streams",
+            "text/event",
+            "",
+            ";text/event-stream",
+        ] {
+            assert!(!is_event_stream(&with_content_type(value)), "{value}");
+        }
+        assert!(!is_event_stream(&HeaderMap::new()));
+    }
+}
