@@ -439,7 +439,7 @@ fn id_refuses_cr_lf_and_nul() {
     for (id, character, position) in [
         ("1\n", '\n', 1),
         ("1\r", '\r', 1),
-        ("1\02", '\0', 1),
+        ("1\0x", '\0', 1),
         ("\0", '\0', 0),
     ] {
         let err = Event::new().id(id).unwrap_err();
