@@ -1,0 +1,297 @@
+//! `SseLayer` keep-alives over real sockets: exact bytes, idle-reset timing, and never inside
+//! an event however the inner body cuts its frames.
+
+mod common;
+mod layer_support;
+
+use std::time::{Duration, Instant};
+
+use common::{get, Proto};
+use layer_support::{accept, read_until, read_until_suffix, scripted, Timed};
+use proptest::prelude::*;
+use tower_sse::{Event, SseLayer};
+
+const SSE: &str = "text/event-stream";
+
+/// Time since `start`, for messages.
+fn since(start: Instant, at: Instant) -> Duration {
+    at.saturating_duration_since(start)
+}
+
+#[tokio::test]
+async fn silence_gives_lone_comment_lines_one_interval_apart() {
+    let interval = Duration::from_millis(150);
+    for proto in [Proto::Http1, Proto::Http2] {
+        let (addr, mut accepted) = scripted(SseLayer::new().keep_alive(interval), SSE).await;
+        let (_client, response) = get(addr, proto, "/").await;
+        let opened = Instant::now();
+        let _app = accept(&mut accepted).await;
+        let mut body = response.into_body();
+        let mut timed = Timed::default();
+        read_until(&mut body, &mut timed, opened + Duration::from_millis(700)).await;
+
+        assert!(
+            timed.frames.iter().all(|(_, bytes)| &bytes[..] == b":\n"),
+            "{proto:?}: {timed:?}"
+        );
+        let times: Vec<_> = timed.frames.iter().map(|(at, _)| *at).collect();
+        assert!((3..=5).contains(&times.len()), "{proto:?}: {timed:?}");
+        let first = since(opened, times[0]);
+        assert!(
+            first >= Duration::from_millis(120) && first < Duration::from_millis(450),
+            "{proto:?}: first keep-alive after {first:?}"
+        );
+        for pair in times.windows(2) {
+            let gap = since(pair[0], pair[1]);
+            assert!(
+                gap >= Duration::from_millis(120) && gap < Duration::from_millis(450),
+                "{proto:?}: keep-alives {gap:?} apart"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn keep_alives_wait_for_silence_and_never_burst() {
+    let (addr, mut accepted) =
+        scripted(SseLayer::new().keep_alive(Duration::from_millis(200)), SSE).await;
+    let (_client, response) = get(addr, Proto::Http1, "/").await;
+    let app = accept(&mut accepted).await;
+    let mut body = response.into_body();
+    let mut timed = Timed::default();
+
+    // Busy for 1 s, an event every 50 ms: the stream is never silent for a whole interval.
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let event = format!("data: {i}\n\n");
+        expected.extend_from_slice(event.as_bytes());
+        app.send(event).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    read_until_suffix(&mut body, &mut timed, b"data: 19\n\n").await;
+    assert_eq!(
+        timed.bytes(),
+        expected,
+        "a keep-alive went into a busy stream"
+    );
+    let last_event = timed.frames.last().unwrap().0;
+
+    // Then silence: one keep-alive per interval, counted from the last event.
+    timed.frames.clear();
+    read_until(
+        &mut body,
+        &mut timed,
+        last_event + Duration::from_millis(700),
+    )
+    .await;
+    assert!(timed.bytes().starts_with(b":\n"), "{timed:?}");
+    let first = since(last_event, timed.frames[0].0);
+    assert!(
+        first >= Duration::from_millis(100) && first < Duration::from_millis(500),
+        "first keep-alive {first:?} after the last event"
+    );
+    let keep_alives = timed.bytes().len() / 2;
+    assert!(
+        (2..=4).contains(&keep_alives),
+        "a burst or a stall: {timed:?}"
+    );
+    assert_eq!(timed.bytes(), b":\n".repeat(keep_alives));
+}
+
+#[tokio::test]
+async fn comment_text_event_and_comment_on_open() {
+    let interval = Duration::from_millis(100);
+    let cases = [
+        (SseLayer::new().keep_alive(interval), &b""[..], &b":\n"[..]),
+        (
+            SseLayer::new()
+                .keep_alive(interval)
+                .keep_alive_comment("ping"),
+            b"",
+            b": ping\n",
+        ),
+        (
+            SseLayer::new()
+                .keep_alive(interval)
+                .keep_alive_event(Event::new().event("ping").unwrap().data("")),
+            b"",
+            b"event: ping\ndata: \n\n",
+        ),
+        (
+            SseLayer::new()
+                .keep_alive(interval)
+                .comment_on_open("hello proxy"),
+            b": hello proxy\n",
+            b":\n",
+        ),
+    ];
+    for (layer, open, keep_alive) in cases {
+        let (addr, mut accepted) = scripted(layer, SSE).await;
+        let (_client, response) = get(addr, Proto::Http2, "/").await;
+        let opened = Instant::now();
+        let _app = accept(&mut accepted).await;
+        let mut body = response.into_body();
+        let mut timed = Timed::default();
+        let mut expected = open.to_vec();
+        expected.extend_from_slice(keep_alive);
+        expected.extend_from_slice(keep_alive);
+        read_until_suffix(&mut body, &mut timed, &expected).await;
+        assert_eq!(timed.bytes(), expected);
+        if !open.is_empty() {
+            let at = since(opened, timed.frames[0].0);
+            assert!(
+                at < Duration::from_millis(80),
+                "comment on open after {at:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn without_keep_alive_silence_stays_silent() {
+    for layer in [
+        SseLayer::new().without_keep_alive(),
+        SseLayer::new().keep_alive(Duration::ZERO),
+    ] {
+        let (addr, mut accepted) = scripted(layer, SSE).await;
+        let (_client, response) = get(addr, Proto::Http1, "/").await;
+        let app = accept(&mut accepted).await;
+        let mut body = response.into_body();
+        let mut timed = Timed::default();
+        read_until(
+            &mut body,
+            &mut timed,
+            Instant::now() + Duration::from_millis(400),
+        )
+        .await;
+        assert!(timed.frames.is_empty(), "{timed:?}");
+        app.send("data: live\n\n").await;
+        read_until_suffix(&mut body, &mut timed, b"data: live\n\n").await;
+        assert_eq!(timed.bytes(), b"data: live\n\n");
+    }
+}
+
+#[tokio::test]
+async fn an_event_split_across_silences_gets_no_keep_alive_inside() {
+    // Each script: the frames with a pause after each, in ms. The pauses are several intervals
+    // long, so a layer that ignored event boundaries would put keep-alives inside the event.
+    let scripts: [&[(&[u8], u64)]; 4] = [
+        &[(b"data: hel", 250), (b"lo\n", 250), (b"\n", 0)],
+        &[(b"data: a\r", 250), (b"\n\r", 250), (b"\n", 0)],
+        &[
+            (b"data: a\r", 250),
+            (b"\r", 250),
+            (b"data: b\r\r", 250),
+            (b"\n", 0),
+        ],
+        &[(b"data: a\n\ndata: b", 250), (b"\n\n", 0)],
+    ];
+    for script in scripts {
+        let (addr, mut accepted) =
+            scripted(SseLayer::new().keep_alive(Duration::from_millis(50)), SSE).await;
+        let (_client, response) = get(addr, Proto::Http1, "/").await;
+        let app = accept(&mut accepted).await;
+        let mut stream = Vec::new();
+        for (frame, pause) in script {
+            app.send(frame.to_vec()).await;
+            stream.extend_from_slice(frame);
+            tokio::time::sleep(Duration::from_millis(*pause)).await;
+        }
+        let mut body = response.into_body();
+        let mut timed = Timed::default();
+        // The stream ends at a boundary: keep-alives follow.
+        read_until(
+            &mut body,
+            &mut timed,
+            Instant::now() + Duration::from_millis(200),
+        )
+        .await;
+        let received = timed.bytes();
+        let rest = strip_keep_alives_between(&received, &[&stream]);
+        assert!(
+            rest.is_some_and(|tail| tail == b":\n".repeat(tail.len() / 2) && !tail.is_empty()),
+            "{script:?}: {:?}",
+            String::from_utf8_lossy(&received)
+        );
+    }
+}
+
+/// Matches `received` against `events` with any number of `:\n` before each; returns what
+/// follows the last event, or `None` if anything else differs.
+fn strip_keep_alives_between<'a>(received: &'a [u8], events: &[&[u8]]) -> Option<&'a [u8]> {
+    let mut rest = received;
+    for event in events {
+        while let Some(after) = rest.strip_prefix(b":\n") {
+            rest = after;
+        }
+        rest = rest.strip_prefix(*event)?;
+    }
+    Some(rest)
+}
+
+/// Events with every line-ending style, as the inner body writes them.
+fn event_strategy() -> impl Strategy<Value = Vec<u8>> {
+    let line = prop_oneof![
+        "[a-z ]{0,12}".prop_map(|text| format!("data: {text}")),
+        "[a-z]{1,6}".prop_map(|name| format!("event: {name}")),
+        "[0-9]{1,4}".prop_map(|id| format!("id: {id}")),
+        "[a-z ]{0,8}".prop_map(|text| format!(": {text}")),
+    ];
+    let ending = prop_oneof![Just("\n"), Just("\r\n"), Just("\r")];
+    prop::collection::vec((line, ending), 1..4).prop_map(|lines| {
+        let mut event = String::new();
+        for (line, ending) in &lines {
+            event.push_str(line);
+            event.push_str(ending);
+        }
+        // The blank line in the style of the last line end: a CR then an LF would be one CRLF.
+        event.push_str(lines[lines.len() - 1].1);
+        event.into_bytes()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Whatever the cuts and pauses, the client receives the inner stream with keep-alives only
+    /// between events, and decodes the same events as from the inner stream alone.
+    #[test]
+    fn keep_alives_never_land_inside_an_event(
+        events in prop::collection::vec(event_strategy(), 1..6),
+        cuts in prop::collection::vec((any::<prop::sample::Index>(), 0u64..3), 1..10),
+    ) {
+        let stream: Vec<u8> = events.concat();
+        let mut offsets: Vec<usize> = cuts.iter().map(|(at, _)| at.index(stream.len() + 1)).collect();
+        offsets.push(stream.len());
+        offsets.sort_unstable();
+        let pauses: Vec<u64> = cuts.iter().map(|(_, pause)| pause * 40).collect();
+
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let received = runtime.block_on(async {
+            let (addr, mut accepted) =
+                scripted(SseLayer::new().keep_alive(Duration::from_millis(30)), SSE).await;
+            let (_client, response) = get(addr, Proto::Http1, "/").await;
+            let app = accept(&mut accepted).await;
+            let mut from = 0;
+            for (to, pause) in offsets.iter().zip(pauses.iter().chain(std::iter::repeat(&0))) {
+                app.send(stream[from..*to].to_vec()).await;
+                from = *to;
+                tokio::time::sleep(Duration::from_millis(*pause)).await;
+            }
+            drop(app);
+            let received = common::read_body(response.into_body()).await;
+            assert!(received.error.is_none(), "{:?}", received.error);
+            received
+        });
+
+        let event_slices: Vec<&[u8]> = events.iter().map(Vec::as_slice).collect();
+        let rest = strip_keep_alives_between(&received.bytes, &event_slices);
+        prop_assert!(
+            rest.is_some_and(|tail| tail == b":\n".repeat(tail.len() / 2)),
+            "received {:?}",
+            String::from_utf8_lossy(&received.bytes)
+        );
+        let inner_only = common::Received { bytes: stream, error: None };
+        prop_assert_eq!(received.events(), inner_only.events());
+    }
+}
