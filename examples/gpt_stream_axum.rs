@@ -28,6 +28,7 @@ use tower_sse::{EventReceiver, SseBody};
 async fn main() -> std::io::Result<()> {
     let config = Config::from_env_and_args();
     common::init_tracing();
+    let shutdown = common::shutdown_on_ctrl_c();
 
     let app = Router::new()
         .route(
@@ -39,12 +40,15 @@ async fn main() -> std::io::Result<()> {
             |method: Method, uri: Uri| async move { common::static_file(&method, uri.path()) },
         )
         .with_state(config.delay)
-        .layer(config.cors());
+        // The last layer added is the outermost: the SSE layer (keep-alives, SSE headers,
+        // ending streams on shutdown) around CORS, around the routes.
+        .layer(config.cors())
+        .layer(common::sse_layer(shutdown.clone()));
 
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
-        .with_graceful_shutdown(common::shutdown_signal())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
 

@@ -42,23 +42,26 @@ where
 async fn main() -> std::io::Result<()> {
     let config = Config::from_env_and_args();
     common::init_tracing();
+    let shutdown = common::shutdown_on_ctrl_c();
 
-    // The whole app as one tower service: CORS around the router.
+    // The whole app as one tower service: the router inside CORS, inside the SSE layer
+    // (keep-alives, SSE headers, ending streams on shutdown).
     let delay = config.delay;
     let app = ServiceBuilder::new()
+        .layer(common::sse_layer(shutdown.clone()))
         .layer(config.cors())
         .service_fn(move |request: Request<Incoming>| route(request, delay));
 
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
 
-    // Tracks open connections so that Ctrl-C can wait for them to finish.
+    // Tracks open connections so that Ctrl-C can let them finish. Open event streams end
+    // at once, ended by the layer.
     let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(common::shutdown_signal());
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => accepted?,
-            () = &mut shutdown => break,
+            () = shutdown.cancelled() => break,
         };
         // hyper calls services with `&self`; a tower service is called through a clone.
         let app = app.clone();

@@ -15,13 +15,16 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_sse::{BoxError, Event, EventError, SseEmitter};
+use tower_sse::{BoxError, Event, EventError, SseEmitter, SseLayer};
 use tracing::info;
 
 /// The largest request body `POST /gpt-stream` accepts.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How often an idle stream gets a keep-alive comment, so that proxies do not cut it.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// How many answer pieces may wait for a slow client before the model is made to wait.
 pub const CHANNEL_CAPACITY: usize = 16;
@@ -143,13 +146,36 @@ pub fn init_tracing() {
         .init();
 }
 
-/// Resolves on Ctrl-C, so the server can end open streams cleanly and exit.
-pub async fn shutdown_signal() {
-    // If no handler can be installed, just never shut down gracefully.
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-    info!("shutting down");
+/// A token cancelled on Ctrl-C: it tells the server to stop accepting connections and the
+/// [`SseLayer`] to end every open stream cleanly, so the server can exit at once.
+pub fn shutdown_on_ctrl_c() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        // Without a signal handler there is no graceful shutdown: Ctrl-C just kills the process.
+        if tokio::signal::ctrl_c().await.is_ok() {
+            info!("shutting down");
+            cancel.cancel();
+        }
+    });
+    token
+}
+
+/// The tower middleware around every response: keep-alives on idle streams, the SSE headers,
+/// ending streams on shutdown, and a log line as each response ends, with why.
+pub fn sse_layer(shutdown: CancellationToken) -> SseLayer {
+    SseLayer::new()
+        .keep_alive(KEEP_ALIVE)
+        .graceful_shutdown(shutdown)
+        .on_close(|info| {
+            info!(
+                events = info.events,
+                bytes = info.bytes,
+                "response finished after {:?}: {}",
+                info.duration,
+                info.reason
+            );
+        })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -174,12 +200,6 @@ pub enum Format {
     /// `?format=text`: the raw piece (`data: H`), the client appends `event.data`, as in the
     /// article. `@microsoft/fetch-event-source` loses line breaks at the start of a piece.
     Text,
-}
-
-/// The JSON body of `POST /gpt-stream`. Unknown fields are ignored.
-#[derive(Deserialize)]
-struct AskBody {
-    query: String,
 }
 
 /// Validates a `POST /gpt-stream` request and reads its body, for any body type (axum's or
@@ -232,16 +252,22 @@ where
         }
     };
 
-    match serde_json::from_slice::<AskBody>(&bytes) {
-        Ok(AskBody { query }) => Ok(Ask { query, format }),
-        // Well-formed JSON of the wrong shape: no `query`, or not a string.
-        Err(error) if error.is_data() => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("expected {{\"query\": \"...\"}} with a string query: {error}"),
-        )),
-        Err(error) => Err(ApiError::new(
+    let mut json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|error| {
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("the request body is not valid JSON: {error}"),
+        )
+    })?;
+    // Well-formed JSON of the wrong shape is 422. Other fields are ignored.
+    match json.get_mut("query").map(serde_json::Value::take) {
+        Some(serde_json::Value::String(query)) => Ok(Ask { query, format }),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`query` must be a string",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "expected a JSON object with a `query` string: {\"query\": \"...\"}",
         )),
     }
 }
@@ -395,7 +421,7 @@ pub async fn stream_answer(emitter: SseEmitter, ask: Ask, delay: Duration) {
         // "Think" for a while, but stop at once if the stream ends meanwhile.
         tokio::select! {
             reason = emitter.closed() => return stopped(reason, sent, total),
-            () = tokio::time::sleep(delay) => {}
+            () = think(delay) => {}
         }
         let event = match piece_event(piece, ask.format) {
             Ok(event) => event,
@@ -410,6 +436,14 @@ pub async fn stream_answer(emitter: SseEmitter, ask: Ask, delay: Duration) {
 
     emitter.complete();
     info!(total, "answer complete");
+}
+
+/// The model's pause before a piece. With no delay it sends as fast as the client reads, since
+/// `send` waits while the channel is full (even a zero-length timer would take a tick).
+async fn think(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
 }
 
 /// The event for one piece of the answer.

@@ -1,0 +1,191 @@
+// Shared by the interop tests: start an example binary on a free port and read its log, and
+// stream an answer through @microsoft/fetch-event-source the way the article's page does.
+
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// fetch-event-source is written for browsers: it reads `window.fetch`, `window.setTimeout`
+// and `document` (for its hide-on-visibility behaviour, which `openWhenHidden: true` turns
+// off, but it still unregisters its listener). Node 20 has everything else it needs.
+globalThis.window ??= globalThis;
+globalThis.document ??= { hidden: false, addEventListener() {}, removeEventListener() {} };
+const { fetchEventSource } = await import('@microsoft/fetch-event-source');
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Where `cargo build --examples` put the binaries (run.sh sets EXAMPLES_DIR). */
+export const EXAMPLES_DIR =
+  process.env.EXAMPLES_DIR ?? path.join(ROOT, 'target', 'debug', 'examples');
+
+export const EXAMPLES = ['gpt_stream_axum', 'gpt_stream_hyper'];
+
+/**
+ * Starts an example with `--port 0` and resolves once it logs the address it bound.
+ * `env` adds to (or, with `undefined` values, removes from) the inherited environment.
+ */
+export async function startExample(name, { env = {}, args = ['--port', '0'] } = {}) {
+  const binary = path.join(EXAMPLES_DIR, name);
+  if (!existsSync(binary)) {
+    throw new Error(`${binary} is missing: build it first (interop/run.sh does)`);
+  }
+  const childEnv = { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' };
+  delete childEnv.PORT;
+  delete childEnv.ALLOWED_ORIGINS;
+  delete childEnv.GPT_DELAY_MS;
+  for (const [key, value] of Object.entries(env)) {
+    if (value === undefined) delete childEnv[key];
+    else childEnv[key] = String(value);
+  }
+  const child = spawn(binary, args, { env: childEnv, stdio: ['ignore', 'ignore', 'pipe'] });
+  const server = new ExampleProcess(name, child);
+  const [, url] = await server.waitForLog(/listening on (http:\/\/127\.0\.0\.1:\d+)/, 10_000);
+  server.url = url;
+  return server;
+}
+
+/** A running example: its log lines (stderr), and a way to wait for one. */
+class ExampleProcess {
+  constructor(name, child) {
+    this.name = name;
+    this.child = child;
+    this.url = null;
+    this.lines = [];
+    this.exitCode = null;
+    this.waiters = new Set();
+    this.exited = new Promise((resolve) => {
+      child.on('exit', (code, signal) => {
+        this.exitCode = code ?? signal;
+        for (const waiter of this.waiters) waiter.check();
+        resolve(this.exitCode);
+      });
+    });
+    let partial = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk) => {
+      const parts = (partial + chunk).split('\n');
+      partial = parts.pop();
+      this.lines.push(...parts);
+      for (const waiter of this.waiters) waiter.check();
+    });
+  }
+
+  /** The log lines so far that match `pattern`. */
+  matching(pattern) {
+    return this.lines.filter((line) => pattern.test(line));
+  }
+
+  /**
+   * Resolves with the match of the first log line from index `from` on that matches
+   * `pattern`; rejects after `timeoutMs` or if the process exits first.
+   */
+  waitForLog(pattern, timeoutMs, from = 0) {
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        check: () => {
+          for (let i = from; i < this.lines.length; i++) {
+            const match = this.lines[i].match(pattern);
+            if (match) return finish(() => resolve(match));
+          }
+          if (this.exitCode !== null) {
+            finish(() => reject(new Error(`${this.name} exited (${this.exitCode}) before logging ${pattern}:\n${this.log()}`)));
+          }
+        },
+      };
+      const timer = setTimeout(() => {
+        finish(() => reject(new Error(`${this.name} did not log ${pattern} within ${timeoutMs} ms:\n${this.log()}`)));
+      }, timeoutMs);
+      const finish = (settle) => {
+        clearTimeout(timer);
+        this.waiters.delete(waiter);
+        settle();
+      };
+      this.waiters.add(waiter);
+      waiter.check();
+    });
+  }
+
+  log() {
+    return this.lines.map((line) => `  | ${line}`).join('\n');
+  }
+
+  /** Sends SIGINT, as Ctrl-C in a terminal does. */
+  interrupt() {
+    this.child.kill('SIGINT');
+  }
+
+  /** Stops the process this helper started (by its own handle, so by its PID). */
+  async stop() {
+    if (this.exitCode === null) {
+      this.child.kill('SIGTERM');
+      await this.exited;
+    }
+  }
+}
+
+/**
+ * POSTs `query` to `/gpt-stream` with fetch-event-source and collects what it delivers.
+ * Resolves when the stream ends (`onclose`) or `signal` aborts it; rejects on any error,
+ * never retrying. `pieces` holds each message's decoded text and its arrival time in ms
+ * after the request was started.
+ */
+export async function streamAnswer(baseUrl, query, { format, signal, onPiece, headers = {} } = {}) {
+  const url = new URL('/gpt-stream', baseUrl);
+  if (format) url.searchParams.set('format', format);
+  const result = { status: 0, contentType: null, pieces: [], closed: false, text: '' };
+  const started = performance.now();
+  await fetchEventSource(url.href, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', ...headers },
+    body: JSON.stringify({ query }),
+    signal,
+    openWhenHidden: true,
+    async onopen(response) {
+      result.status = response.status;
+      result.contentType = response.headers.get('content-type');
+      result.headers = response.headers;
+      if (!response.ok || !result.contentType?.startsWith('text/event-stream')) {
+        throw new Error(`not an event stream: ${response.status} ${await response.text()}`);
+      }
+    },
+    onmessage(message) {
+      const piece = format === 'text' ? message.data : JSON.parse(message.data);
+      result.pieces.push({ piece, at: performance.now() - started, event: message.event });
+      result.text += piece;
+      onPiece?.(result);
+    },
+    onclose() {
+      result.closed = true;
+    },
+    onerror(error) {
+      throw error; // no retries: a retried POST would ask the model again
+    },
+  });
+  return result;
+}
+
+/** Sleeps for `ms` milliseconds. */
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Queries that each hold characters some client or encoder gets wrong: spaces that lead or
+ * trail, line breaks of every kind, text that looks like SSE fields, CJK, emoji, and graphemes
+ * made of several code points (which the model splits across events).
+ */
+export const HARD_QUERIES = {
+  'plain ASCII': 'Hello, world!',
+  'leading and trailing spaces': '   three leading spaces, two trailing  ',
+  'a lone space': ' ',
+  'tabs': '\tindented\tby tabs\t',
+  'LF line breaks': 'line one\nline two\n\nafter a blank line\n',
+  'a leading line break': '\nstarts on the second line',
+  'only line breaks': '\n\n\n',
+  'CRLF and lone CR': 'windows\r\nline\r\nendings, a lone\rcarriage return\r\n\r\n',
+  'SSE field lookalikes': 'data: fake\n\nevent: x\nid: 1\nretry: 0\n: comment\n:',
+  'JSON and escapes': '{"query": "nested"} \\ "quotes" \\n not-a-newline \u0000 nul \u2028 \u2029 seps',
+  'CJK': '中文字符，日本語のテキスト、한국어 문장입니다。',
+  'emoji': 'emoji 😀🎉🚀 outside the BMP',
+  'family and flag graphemes': 'family 👨‍👩‍👧‍👦, flags 🇫🇷🇯🇵🏳️‍🌈, skin tone 👍🏽',
+  'combining marks': 'cafe\u0301 na\u0308ive Z\u0335\u0327a\u0337l\u0338g\u0336o\u0334 \u0915\u094d\u0937',
+};
