@@ -31,3 +31,36 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for crate::SseConnection
         ))
     }
 }
+
+/// Extracts the client's `Last-Event-ID`; a request without one is rejected with
+/// `400 Bad Request`. Take `Option<LastEventId>` to accept requests without it.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for crate::LastEventId {
+    type Rejection = crate::LastEventIdError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Self::from_headers(&parts.headers)?.ok_or(crate::LastEventIdError::Missing)
+    }
+}
+
+/// Extracts `Option<LastEventId>`: `None` without the header, and `400 Bad Request` for a
+/// malformed one.
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for crate::LastEventId {
+    type Rejection = crate::LastEventIdError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Self::from_headers(&parts.headers)
+    }
+}
+
+impl IntoResponse for crate::LastEventIdError {
+    /// `400 Bad Request`, with the reason as plain text.
+    fn into_response(self) -> Response {
+        (http::StatusCode::BAD_REQUEST, self.to_string()).into_response()
+    }
+}

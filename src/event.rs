@@ -226,7 +226,6 @@ impl Event {
 
     /// Turns the event into its finished encoding, shared by reference count, so that clones
     /// (one per subscriber of a broadcast, say) cost no copy.
-    #[allow(dead_code)] // used by the broadcast hub
     pub(crate) fn into_shared(self) -> Self {
         Event {
             shared: Some(self.into_bytes()),

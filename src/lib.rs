@@ -10,6 +10,9 @@
 //!   events, SSE headers, a time limit, graceful shutdown, and an [`SseConnection`] in every
 //!   request that tells how and when its response ended.
 //! * [`Parser`] decodes an event stream exactly as a browser's `EventSource` does.
+//! * [`Hub`] broadcasts to many subscribers, each event encoded once, with bounded queues and
+//!   a [`LagPolicy`]; its topics keep a [`ReplayLog`] so a client that reconnects with a
+//!   [`LastEventId`] resumes with no gap and no duplicate.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
@@ -21,8 +24,10 @@ mod close;
 mod connection;
 mod emitter;
 mod event;
+mod hub;
 mod layer;
 mod parse;
+mod replay;
 
 pub use body::{response, SseBody};
 pub use close::CloseReason;
@@ -31,8 +36,10 @@ pub use emitter::{
     channel, ChannelBuilder, EventReceiver, SendError, SendErrorKind, SseEmitter, TrySendError,
 };
 pub use event::{Event, EventError, EventField};
+pub use hub::{Hub, HubBuilder, LagPolicy, Subscriber, Topic};
 pub use layer::{ResponseFuture, SseLayer, SseLayerBody, SseService};
 pub use parse::{MessageEvent, ParseError, Parser};
+pub use replay::{LastEventId, LastEventIdError, Replay, ReplayError, ReplayLog};
 
 /// The error type that bodies and streams in this crate report: any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
