@@ -198,7 +198,9 @@ pub enum Format {
     /// newlines included; the client appends `JSON.parse(event.data)`.
     Json,
     /// `?format=text`: the raw piece (`data: H`), the client appends `event.data`, as in the
-    /// article. `@microsoft/fetch-event-source` loses line breaks at the start of a piece.
+    /// article. Line breaks cannot all survive: `@microsoft/fetch-event-source` drops those at
+    /// the start of a piece (a piece that is only "\n" arrives as ""), and SSE turns CR and
+    /// CRLF into LF.
     Text,
 }
 

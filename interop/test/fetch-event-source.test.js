@@ -71,6 +71,9 @@ for (const name of EXAMPLES) {
       const query = 'streamed one piece at a time'; // 28 pieces, one every 40 ms
       const result = await streamAnswer(paced.url, query);
       assert.equal(result.text, query);
+      // The headers that keep caches and proxies from holding the stream back.
+      assert.equal(result.headers.get('cache-control'), 'no-cache');
+      assert.equal(result.headers.get('x-accel-buffering'), 'no');
       const first = result.pieces[0].at;
       const last = result.pieces.at(-1).at;
       const streaming = (query.length - 1) * PACED_DELAY_MS;
