@@ -128,7 +128,7 @@ class ExampleProcess {
  * POSTs `query` to `/gpt-stream` with fetch-event-source and collects what it delivers.
  * Resolves when the stream ends (`onclose`) or `signal` aborts it; rejects on any error,
  * never retrying. `pieces` holds each message's decoded text and its arrival time in ms
- * after the request was started.
+ * after the request was started; `openedAt` is when the response headers arrived.
  */
 export async function streamAnswer(baseUrl, query, { format, signal, onPiece, headers = {} } = {}) {
   const url = new URL('/gpt-stream', baseUrl);
@@ -142,6 +142,7 @@ export async function streamAnswer(baseUrl, query, { format, signal, onPiece, he
     signal,
     openWhenHidden: true,
     async onopen(response) {
+      result.openedAt = performance.now() - started;
       result.status = response.status;
       result.contentType = response.headers.get('content-type');
       result.headers = response.headers;

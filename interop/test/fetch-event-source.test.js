@@ -74,6 +74,8 @@ for (const name of EXAMPLES) {
       // The headers that keep caches and proxies from holding the stream back.
       assert.equal(result.headers.get('cache-control'), 'no-cache');
       assert.equal(result.headers.get('x-accel-buffering'), 'no');
+      // The handler returned at once: the headers came before the model's first piece.
+      assert.ok(result.openedAt < PACED_DELAY_MS, `headers after ${result.openedAt} ms`);
       const first = result.pieces[0].at;
       const last = result.pieces.at(-1).at;
       const streaming = (query.length - 1) * PACED_DELAY_MS;
