@@ -20,6 +20,10 @@ use futures::Stream;
 
 use crate::{replay::Entry, Event, LastEventId, ReplayError, ReplayLog};
 
+/// How many more events a subscriber that is behind takes from the log at once, beyond the
+/// next one: fewer locks of the shared topic, at most this many clones held ahead.
+const READ_AHEAD: usize = 31;
+
 /// How many events a topic keeps unless [`HubBuilder::max_events`] says otherwise.
 const DEFAULT_MAX_EVENTS: usize = 1024;
 
@@ -322,6 +326,7 @@ impl Shared {
         Subscriber {
             shared: Arc::clone(self),
             next,
+            ready: Vec::new(),
             slot: state.waiters.insert(),
             done: false,
         }
@@ -342,8 +347,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// has not read yet live once, in the topic's log, for all subscribers.
 pub struct Subscriber {
     shared: Arc<Shared>,
-    /// The id of the next event to yield.
+    /// The id of the next event to take from the log.
     next: u64,
+    /// Events taken from the log but not yielded yet, the next one last: a subscriber that is
+    /// behind takes several per lock of the topic.
+    ready: Vec<Event>,
     /// Where its waker is kept in the topic's [`Waiters`].
     slot: usize,
     done: bool,
@@ -361,15 +369,19 @@ impl Stream for Subscriber {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if let Some(event) = this.ready.pop() {
+            return Poll::Ready(Some(Ok(event)));
+        }
         if this.done {
             return Poll::Ready(None);
         }
         let mut state = this.shared.lock();
-        let missed = match state.log.entry(this.next) {
-            Entry::Retained(event) => {
+        let missed = match state.log.read(this.next, READ_AHEAD) {
+            Entry::Retained(event, after) => {
                 let event = event.clone();
+                this.next += 1 + after.len() as u64;
+                this.ready.extend(after.rev().cloned());
                 drop(state);
-                this.next += 1;
                 return Poll::Ready(Some(Ok(event)));
             }
             Entry::Evicted { first_retained } => {
@@ -384,6 +396,9 @@ impl Stream for Subscriber {
             }
             Entry::Future => {
                 state.waiters.register(this.slot, cx.waker());
+                drop(state);
+                // Idle: give back the read-ahead buffer instead of holding it while nothing flows.
+                this.ready = Vec::new();
                 return Poll::Pending;
             }
         };

@@ -248,10 +248,10 @@ pub struct ReplayLog {
     max_bytes: usize,
 }
 
-/// Where an id stands in a [`ReplayLog`].
+/// What a [`ReplayLog`] holds from an id on.
 pub(crate) enum Entry<'a> {
-    /// The log holds the event with this id.
-    Retained(&'a Event),
+    /// The event with this id, and up to a given number of the events after it.
+    Retained(&'a Event, Replay<'a>),
     /// The event was evicted; the oldest retained one has this id.
     Evicted { first_retained: u64 },
     /// No event has this id yet.
@@ -316,19 +316,20 @@ impl ReplayLog {
         Ok(id + 1)
     }
 
-    /// Where the event with `id` stands.
-    pub(crate) fn entry(&self, id: u64) -> Entry<'_> {
+    /// What the log holds from `id` on: that event and at most `more` after it.
+    pub(crate) fn read(&self, id: u64, more: usize) -> Entry<'_> {
         let first = self.first_id();
         if id < first {
             return Entry::Evicted {
                 first_retained: first,
             };
         }
-        match usize::try_from(id - first)
-            .ok()
-            .and_then(|at| self.events.get(at))
-        {
-            Some(event) => Entry::Retained(event),
+        let at = usize::try_from(id - first).unwrap_or(usize::MAX);
+        match self.events.get(at) {
+            Some(event) => {
+                let end = self.events.len().min(at.saturating_add(1).saturating_add(more));
+                Entry::Retained(event, Replay(self.events.range(at + 1..end)))
+            }
             None => Entry::Future,
         }
     }
@@ -380,6 +381,12 @@ impl<'a> Iterator for Replay<'a> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.0.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for Replay<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back()
     }
 }
 
