@@ -8,12 +8,9 @@ use std::{
     time::Duration,
 };
 
-use tokio::{sync::Notify, time::Instant};
+use tokio::sync::Notify;
 
 use crate::CloseReason;
-
-/// The hook called once per request when its response is over.
-pub(crate) type OnClose = Arc<dyn Fn(CloseInfo) + Send + Sync>;
 
 /// A handle on one response, found in the request extensions of every request that passed
 /// through [`SseLayer`](crate::SseLayer).
@@ -41,7 +38,7 @@ pub struct SseConnection {
     state: Arc<ConnectionState>,
 }
 
-/// What a handle and its reporter share: the reason, set once, and the waiters to wake.
+/// What the clones of a handle share: the reason, set once, and the waiters to wake.
 #[derive(Debug, Default)]
 struct ConnectionState {
     reason: OnceLock<CloseReason>,
@@ -49,6 +46,23 @@ struct ConnectionState {
 }
 
 impl SseConnection {
+    /// A handle on a response that has not ended yet.
+    pub(crate) fn new() -> Self {
+        SseConnection {
+            state: Arc::default(),
+        }
+    }
+
+    /// Records why the response ended and wakes the waiters; returns `false`, changing
+    /// nothing, if it had already ended.
+    pub(crate) fn close(&self, reason: CloseReason) -> bool {
+        let first = self.state.reason.set(reason).is_ok();
+        if first {
+            self.state.closed.notify_waiters();
+        }
+        first
+    }
+
     /// Waits until the response is over and says why. Returns at once if it already is.
     pub async fn closed(&self) -> CloseReason {
         loop {
@@ -89,68 +103,4 @@ pub struct CloseInfo {
     pub events: u64,
     /// How many body bytes were written, keep-alives and final events included.
     pub bytes: u64,
-}
-
-/// The reporting side of one [`SseConnection`]: it travels with the response (future, then
-/// body), counts what was written and reports exactly once; dropped before reporting, it
-/// reports [`CloseReason::Disconnected`].
-pub(crate) struct CloseReporter {
-    state: Arc<ConnectionState>,
-    on_close: Option<OnClose>,
-    started: Instant,
-    events: u64,
-    bytes: u64,
-}
-
-impl CloseReporter {
-    /// A new handle for a request that reaches the layer now, and its reporter.
-    pub(crate) fn open(on_close: Option<OnClose>) -> (SseConnection, CloseReporter) {
-        let state = Arc::new(ConnectionState::default());
-        let reporter = CloseReporter {
-            state: state.clone(),
-            on_close,
-            started: Instant::now(),
-            events: 0,
-            bytes: 0,
-        };
-        (SseConnection { state }, reporter)
-    }
-
-    /// Counts bytes and complete events written.
-    pub(crate) fn record(&mut self, bytes: usize, events: u64) {
-        self.bytes += bytes as u64;
-        self.events += events;
-    }
-
-    /// Ends the response with this reason, unless it already ended.
-    pub(crate) fn report(&mut self, reason: CloseReason) {
-        if self.state.reason.set(reason).is_err() {
-            return;
-        }
-        self.state.closed.notify_waiters();
-        if let Some(on_close) = &self.on_close {
-            on_close(CloseInfo {
-                reason,
-                duration: self.started.elapsed(),
-                events: self.events,
-                bytes: self.bytes,
-            });
-        }
-    }
-}
-
-impl Drop for CloseReporter {
-    fn drop(&mut self) {
-        self.report(CloseReason::Disconnected);
-    }
-}
-
-impl fmt::Debug for CloseReporter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CloseReporter")
-            .field("state", &self.state)
-            .field("events", &self.events)
-            .field("bytes", &self.bytes)
-            .finish_non_exhaustive()
-    }
 }

@@ -6,7 +6,6 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -15,8 +14,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
 
-use super::{scan::Scanner, Config, Signal};
-use crate::{connection::CloseReporter, BoxError, CloseReason};
+use super::{scan::Scanner, track::Tracker, Signal};
+use crate::{BoxError, CloseReason};
 
 pin_project! {
     /// The response body of [`SseService`](super::SseService), around the inner service's body.
@@ -35,11 +34,9 @@ pin_project! {
         #[pin]
         timer: Option<Sleep>,
         phase: Phase,
-        end_at: Option<Instant>,
         shutdown: Option<Signal>,
         scanner: Scanner,
-        config: Arc<Config>,
-        reporter: CloseReporter,
+        tracker: Tracker,
     }
 
     impl<B> PinnedDrop for SseLayerBody<B>
@@ -50,7 +47,7 @@ pin_project! {
             let this = this.project();
             // Servers may drop a body that says it is over without polling it to its end.
             if this.phase.forwards_inner() && this.inner.is_end_stream() {
-                this.reporter.report(CloseReason::Completed);
+                this.tracker.report(CloseReason::Completed);
             }
         }
     }
@@ -88,39 +85,35 @@ type PollFrame = FramePoll<Bytes, BoxError>;
 
 impl<B: Body> SseLayerBody<B> {
     /// Wraps the body of a `text/event-stream` response.
-    pub(super) fn event_stream(inner: B, config: Arc<Config>, reporter: CloseReporter) -> Self {
-        Self::new(inner, Phase::Opening, config, reporter)
+    pub(super) fn event_stream(inner: B, tracker: Tracker) -> Self {
+        let shutdown = tracker.config.shutdown.clone();
+        Self::new(inner, Phase::Opening, shutdown, tracker)
     }
 
     /// Wraps the body of any other response.
-    pub(super) fn pass_through(inner: B, config: Arc<Config>, reporter: CloseReporter) -> Self {
-        Self::new(inner, Phase::PassThrough, config, reporter)
+    pub(super) fn pass_through(inner: B, tracker: Tracker) -> Self {
+        Self::new(inner, Phase::PassThrough, None, tracker)
     }
 
-    fn new(inner: B, phase: Phase, config: Arc<Config>, reporter: CloseReporter) -> Self {
-        let shutdown = match phase {
-            Phase::Opening => config.shutdown.clone(),
-            _ => None,
-        };
+    fn new(inner: B, phase: Phase, shutdown: Option<Signal>, tracker: Tracker) -> Self {
         SseLayerBody {
             inner,
             timer: None,
             phase,
-            end_at: None,
             shutdown,
             scanner: Scanner::new(),
-            config,
-            reporter,
+            tracker,
         }
     }
 }
 
-/// When the timer should fire next, `now` being the last time the stream was written to.
-fn next_deadline(config: &Config, now: Instant, end_at: Option<Instant>) -> Option<Instant> {
-    let keep_alive = config
+/// When the timer should fire next, now that the stream was last written to.
+fn next_deadline(tracker: &Tracker) -> Option<Instant> {
+    let keep_alive = tracker
+        .config
         .keep_alive
-        .and_then(|interval| now.checked_add(interval));
-    match (keep_alive, end_at) {
+        .and_then(|interval| Instant::now().checked_add(interval));
+    match (keep_alive, tracker.end_at()) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
@@ -154,17 +147,15 @@ where
             match *this.phase {
                 Phase::PassThrough => {
                     let polled = this.inner.as_mut().poll_frame(cx);
-                    return forward(polled, &this.inner, this.phase, this.reporter, None);
+                    return forward(polled, &this.inner, this.phase, this.tracker, None);
                 }
                 Phase::Opening => {
-                    let now = Instant::now();
-                    *this.end_at = this.config.max_duration.and_then(|d| now.checked_add(d));
-                    if let Some(deadline) = next_deadline(this.config, now, *this.end_at) {
+                    if let Some(deadline) = next_deadline(this.tracker) {
                         this.timer.set(Some(sleep_until(deadline)));
                     }
                     *this.phase = Phase::Streaming;
-                    if let Some(comment) = &this.config.open_comment {
-                        return own_bytes(comment, this.reporter);
+                    if let Some(comment) = this.tracker.config.open_comment.clone() {
+                        return own_bytes(comment, this.tracker);
                     }
                 }
                 Phase::Streaming => {
@@ -174,11 +165,11 @@ where
                     }
                     let polled = this.inner.as_mut().poll_frame(cx);
                     if polled.is_ready() {
-                        if this.config.keep_alive.is_some() {
-                            rearm(this.timer.as_mut(), this.config, *this.end_at);
+                        if this.tracker.config.keep_alive.is_some() {
+                            rearm(this.timer.as_mut(), this.tracker);
                         }
                         let scanner = Some(&mut *this.scanner);
-                        return forward(polled, &this.inner, this.phase, this.reporter, scanner);
+                        return forward(polled, &this.inner, this.phase, this.tracker, scanner);
                     }
                     if shutdown_fired(this.shutdown, Some(cx)) {
                         *this.phase = Phase::Finishing(CloseReason::Shutdown);
@@ -192,16 +183,17 @@ where
                         return Poll::Pending;
                     }
                     // Without keep-alives the timer only ever waits for the time limit.
-                    if this.config.keep_alive.is_none()
-                        || this.end_at.is_some_and(|end| deadline >= end)
+                    if this.tracker.config.keep_alive.is_none()
+                        || this.tracker.end_at().is_some_and(|end| deadline >= end)
                     {
                         *this.phase = Phase::Finishing(CloseReason::TimedOut);
                         continue;
                     }
                     // The stream has been silent for a whole keep-alive interval.
-                    rearm(this.timer.as_mut(), this.config, *this.end_at);
+                    rearm(this.timer.as_mut(), this.tracker);
                     if this.scanner.at_boundary() {
-                        return own_bytes(&this.config.keep_alive_bytes, this.reporter);
+                        let keep_alive = this.tracker.config.keep_alive_bytes.clone();
+                        return own_bytes(keep_alive, this.tracker);
                     }
                     // Mid-event: wait another interval; the loop polls the timer again so that
                     // it wakes this task.
@@ -212,21 +204,21 @@ where
                         continue;
                     }
                     let polled = this.inner.as_mut().poll_frame(cx);
-                    let (phase, reporter, scanner) = (this.phase, this.reporter, this.scanner);
-                    return finish_event(polled, reason, phase, reporter, scanner);
+                    let (phase, tracker, scanner) = (this.phase, this.tracker, this.scanner);
+                    return finish_event(polled, reason, phase, tracker, scanner);
                 }
                 Phase::Closing(reason) => {
                     *this.phase = Phase::Done;
                     let last = match reason {
-                        CloseReason::TimedOut => &this.config.max_duration_event,
-                        _ => &this.config.shutdown_event,
+                        CloseReason::TimedOut => &this.tracker.config.max_duration_event,
+                        _ => &this.tracker.config.shutdown_event,
                     };
-                    let frame = last.as_ref().map(|event| {
-                        let events = this.scanner.scan(event);
-                        this.reporter.record(event.len(), events);
-                        Ok(Frame::data(event.clone()))
+                    let frame = last.clone().map(|event| {
+                        let events = this.scanner.scan(&event);
+                        this.tracker.record(event.len(), events);
+                        Ok(Frame::data(event))
                     });
-                    this.reporter.report(reason);
+                    this.tracker.report(reason);
                     return Poll::Ready(frame);
                 }
                 Phase::Done => return Poll::Ready(None),
@@ -251,20 +243,17 @@ where
 }
 
 /// Restarts the keep-alive wait after a write (cheap in tokio when the deadline moves later).
-fn rearm(timer: Pin<&mut Option<Sleep>>, config: &Config, end_at: Option<Instant>) {
-    if let (Some(timer), Some(deadline)) = (
-        timer.as_pin_mut(),
-        next_deadline(config, Instant::now(), end_at),
-    ) {
+fn rearm(timer: Pin<&mut Option<Sleep>>, tracker: &Tracker) {
+    if let (Some(timer), Some(deadline)) = (timer.as_pin_mut(), next_deadline(tracker)) {
         timer.reset(deadline);
     }
 }
 
 /// Hands over bytes the layer writes itself (keep-alives, the comment on open), which keep the
 /// stream between events.
-fn own_bytes(bytes: &Bytes, reporter: &mut CloseReporter) -> PollFrame {
-    reporter.record(bytes.len(), 0);
-    Poll::Ready(Some(Ok(Frame::data(bytes.clone()))))
+fn own_bytes(bytes: Bytes, tracker: &mut Tracker) -> PollFrame {
+    tracker.record(bytes.len(), 0);
+    Poll::Ready(Some(Ok(Frame::data(bytes))))
 }
 
 /// A frame of the inner body with its data as `Bytes` (free when it already is `Bytes`).
@@ -277,7 +266,7 @@ fn forward<B>(
     polled: FramePoll<B::Data, B::Error>,
     inner: &Pin<&mut B>,
     phase: &mut Phase,
-    reporter: &mut CloseReporter,
+    tracker: &mut Tracker,
     scanner: Option<&mut Scanner>,
 ) -> PollFrame
 where
@@ -293,7 +282,7 @@ where
             let frame = into_bytes(frame);
             if let Some(data) = frame.data_ref() {
                 let events = scanner.map_or(0, |scanner| scanner.scan(data));
-                reporter.record(data.len(), events);
+                tracker.record(data.len(), events);
             }
             if !inner.is_end_stream() {
                 return Poll::Ready(Some(Ok(frame)));
@@ -304,7 +293,7 @@ where
         None => (CloseReason::Completed, None),
     };
     *phase = Phase::Done;
-    reporter.report(end.0);
+    tracker.report(end.0);
     Poll::Ready(end.1)
 }
 
@@ -313,7 +302,7 @@ fn finish_event<D: Buf, E: Into<BoxError>>(
     polled: FramePoll<D, E>,
     reason: CloseReason,
     phase: &mut Phase,
-    reporter: &mut CloseReporter,
+    tracker: &mut Tracker,
     scanner: &mut Scanner,
 ) -> PollFrame {
     let frame = match polled {
@@ -321,13 +310,13 @@ fn finish_event<D: Buf, E: Into<BoxError>>(
         Poll::Ready(Some(Ok(frame))) => into_bytes(frame),
         Poll::Ready(Some(Err(err))) => {
             *phase = Phase::Done;
-            reporter.report(CloseReason::Error);
+            tracker.report(CloseReason::Error);
             return Poll::Ready(Some(Err(err.into())));
         }
         Poll::Ready(None) => {
             // The inner body ended on its own, mid-event: no final event can follow.
             *phase = Phase::Done;
-            reporter.report(CloseReason::Completed);
+            tracker.report(CloseReason::Completed);
             return Poll::Ready(None);
         }
     };
@@ -345,7 +334,7 @@ fn finish_event<D: Buf, E: Into<BoxError>>(
         events = 1;
         *phase = Phase::Closing(reason);
     }
-    reporter.record(data.len(), events);
+    tracker.record(data.len(), events);
     Poll::Ready(Some(Ok(Frame::data(data))))
 }
 
@@ -354,7 +343,7 @@ impl<B: Body> fmt::Debug for SseLayerBody<B> {
         f.debug_struct("SseLayerBody")
             .field("phase", &self.phase)
             .field("scanner", &self.scanner)
-            .field("reporter", &self.reporter)
+            .field("tracker", &self.tracker)
             .finish_non_exhaustive()
     }
 }

@@ -8,6 +8,7 @@
 mod body;
 mod scan;
 mod service;
+mod track;
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -19,10 +20,13 @@ use tower::Layer;
 pub use body::SseLayerBody;
 pub use service::{ResponseFuture, SseService};
 
-use crate::{connection::OnClose, CloseInfo, Event};
+use crate::{CloseInfo, Event};
 
 /// The default keep-alive interval.
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The hook called once per request when its response is over.
+type OnClose = Arc<dyn Fn(CloseInfo) + Send + Sync>;
 
 /// A shutdown signal that every open stream can wait on.
 type Signal = Shared<Pin<Box<dyn Future<Output = ()> + Send>>>;
@@ -66,7 +70,7 @@ pub struct SseLayer {
 
 /// The options of an [`SseLayer`], shared by its services and their bodies.
 #[derive(Clone)]
-struct Config {
+pub(crate) struct Config {
     keep_alive: Option<Duration>,
     keep_alive_bytes: Bytes,
     open_comment: Option<Bytes>,
@@ -151,8 +155,8 @@ impl SseLayer {
         self
     }
 
-    /// Ends every event stream cleanly once it has lasted `limit` from its first poll, at the
-    /// next event boundary: clients reconnect (resuming with `Last-Event-ID`) instead of
+    /// Ends every event stream cleanly once `limit` has passed since its request reached the
+    /// layer, at the next event boundary: clients reconnect (resuming with `Last-Event-ID`) instead of
     /// holding one response forever. The reason reported is
     /// [`CloseReason::TimedOut`](crate::CloseReason::TimedOut).
     pub fn max_duration(mut self, limit: Duration) -> Self {

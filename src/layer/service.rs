@@ -16,8 +16,8 @@ use http::{
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::{body::SseLayerBody, Config};
-use crate::{connection::CloseReporter, BoxError, CloseReason};
+use super::{body::SseLayerBody, track::Tracker, Config};
+use crate::{BoxError, CloseReason};
 
 /// The header that tells nginx (and proxies that copied it) not to buffer the response.
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
@@ -67,12 +67,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let (connection, reporter) = CloseReporter::open(self.config.on_close.clone());
+        let (connection, tracker) = Tracker::start(self.config.clone());
         request.extensions_mut().insert(connection);
         ResponseFuture {
             inner: self.inner.call(request),
-            reporter: Some(reporter),
-            config: self.config.clone(),
+            tracker: Some(tracker),
         }
     }
 }
@@ -96,8 +95,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        reporter: Option<CloseReporter>,
-        config: Arc<Config>,
+        tracker: Option<Tracker>,
     }
 }
 
@@ -112,23 +110,23 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        let mut reporter = this
-            .reporter
+        let mut tracker = this
+            .tracker
             .take()
             .expect("ResponseFuture polled after completion");
         let response = match result {
             Ok(response) => response,
             Err(err) => {
-                reporter.report(CloseReason::Error);
+                tracker.report(CloseReason::Error);
                 return Poll::Ready(Err(err));
             }
         };
         let (mut parts, body) = response.into_parts();
         let body = if is_event_stream(&parts.headers) {
             set_sse_headers(&mut parts.headers);
-            SseLayerBody::event_stream(body, this.config.clone(), reporter)
+            SseLayerBody::event_stream(body, tracker)
         } else {
-            SseLayerBody::pass_through(body, this.config.clone(), reporter)
+            SseLayerBody::pass_through(body, tracker)
         };
         Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
@@ -137,7 +135,7 @@ where
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("reporter", &self.reporter)
+            .field("tracker", &self.tracker)
             .finish_non_exhaustive()
     }
 }
