@@ -171,3 +171,39 @@ async fn a_streaming_non_sse_body_gets_no_keep_alives() {
     assert!(ended);
     assert_eq!(timed.bytes(), b"{\"a\":1}\n\n");
 }
+
+/// A body that may be sent to another thread but not shared: `Send`, not `Sync`.
+struct SendOnlyBody(std::cell::Cell<bool>);
+
+impl http_body::Body for SendOnlyBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(None)
+    }
+}
+
+#[tokio::test]
+async fn layer_service_future_and_body_fit_axum_and_hyper() {
+    fn send_sync_clone<T: Send + Sync + Clone>() {}
+    fn send_sync_clone_value<T: Send + Sync + Clone>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+
+    send_sync_clone::<SseLayer>();
+    send_sync_clone::<tower_sse::SseConnection>();
+    let mut service =
+        SseLayer::new()
+            .on_close(|_| {})
+            .layer(tower::service_fn(|_: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(SendOnlyBody(std::cell::Cell::new(false))))
+            }));
+    send_sync_clone_value(&service);
+    let future = tower::Service::call(&mut service, Request::new(()));
+    send(&future);
+    let response = future.await.unwrap();
+    send(response.body());
+}
