@@ -183,6 +183,7 @@ impl http_body::Body for SendOnlyBody {
         self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.set(true); // polled
         std::task::Poll::Ready(None)
     }
 }
