@@ -17,7 +17,7 @@ use pin_project_lite::pin_project;
 use tower::Service;
 
 use super::{body::SseLayerBody, track::Tracker, Config};
-use crate::{BoxError, CloseReason};
+use crate::CloseReason;
 
 /// The header that tells nginx (and proxies that copied it) not to buffer the response.
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
@@ -56,7 +56,6 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SseService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: http_body::Body,
-    ResBody::Error: Into<BoxError>,
 {
     type Response = Response<SseLayerBody<ResBody>>;
     type Error = S::Error;
@@ -103,7 +102,6 @@ impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: http_body::Body,
-    B::Error: Into<BoxError>,
 {
     type Output = Result<Response<SseLayerBody<B>>, E>;
 
