@@ -24,7 +24,6 @@ use std::{
 
 use bytes::Bytes;
 use common::{read_at_least, read_body, serve, Client, Proto};
-use futures::FutureExt;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use tokio::{io::AsyncWriteExt, net::TcpSocket, runtime::Handle};
@@ -112,10 +111,8 @@ async fn start_server(counters: &Arc<Counters>) -> SocketAddr {
             }
         }));
     serve(move |request| {
-        service
-            .clone()
-            .oneshot(request)
-            .map(|response| response.unwrap())
+        let service = service.clone();
+        async move { service.oneshot(request).await.unwrap() }
     })
     .await
 }
