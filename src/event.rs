@@ -9,9 +9,18 @@ use std::{fmt, time::Duration};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// The smallest buffer an event allocates, so a typical small event needs exactly one allocation
-/// however many builder calls it takes.
-const MIN_CAPACITY: usize = 64;
+/// How many bytes of field lines an event holds inside itself: enough for a typical token
+/// (`id`, `event` and a few words of data), which is then built without any allocation.
+const INLINE_CAPACITY: usize = 62;
+
+/// The smallest buffer an event allocates once its lines outgrow the inline room, so a typical
+/// event needs at most one allocation however many builder calls it takes.
+const MIN_CAPACITY: usize = 128;
+
+/// The room `json_data` makes before serialising: a streamed JSON chunk (an LLM API's is about
+/// 200 bytes) fits without regrowing the buffer.
+#[cfg(feature = "json")]
+const JSON_CAPACITY: usize = 256;
 
 /// One Server-Sent Event, kept in its exact wire form.
 ///
@@ -30,14 +39,22 @@ const MIN_CAPACITY: usize = 64;
 pub struct Event {
     /// The field lines so far, without the blank line that ends the event; empty while the
     /// event is `shared`.
-    lines: Vec<u8>,
+    lines: Lines,
     /// The complete encoding, blank line included, shared by reference count between clones.
     shared: Option<Bytes>,
-    /// Byte offsets in the wire lines where the `event:`, `id:` and `retry:` lines start,
-    /// so that a later call can replace the line.
-    event_at: Option<usize>,
-    id_at: Option<usize>,
-    retry_at: Option<usize>,
+    /// Which of the single-line fields (one bit per [`Slot`]) the lines hold, so that a later
+    /// call looks for the line to replace only when there is one.
+    fields: u8,
+}
+
+/// Field lines under construction: inside the event while they fit, on the heap beyond.
+#[derive(Clone)]
+enum Lines {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_CAPACITY],
+    },
+    Heap(Vec<u8>),
 }
 
 /// Which field of an [`Event`] an [`EventError`] is about.
@@ -131,10 +148,7 @@ impl Event {
     /// Calling `data` again adds lines: `data("a").data("b")` is received as `"a\nb"`.
     pub fn data(mut self, text: impl AsRef<str>) -> Self {
         let text = text.as_ref().as_bytes();
-        let buf = self.lines_mut(text.len() + 8);
-        let mut writer = LineWriter::start(buf, b"data: ");
-        writer.write(text);
-        writer.finish();
+        write_lines(self.lines_mut(0), b"data: ", text);
         self
     }
 
@@ -142,10 +156,7 @@ impl Event {
     /// line). Clients ignore comments; proxies see traffic.
     pub fn comment(mut self, text: impl AsRef<str>) -> Self {
         let text = text.as_ref().as_bytes();
-        let buf = self.lines_mut(text.len() + 4);
-        let mut writer = LineWriter::start(buf, b": ");
-        writer.write(text);
-        writer.finish();
+        write_lines(self.lines_mut(0), b": ", text);
         self
     }
 
@@ -153,7 +164,7 @@ impl Event {
     /// written in whole milliseconds.
     pub fn retry(mut self, delay: Duration) -> Self {
         let millis = delay.as_millis().to_string();
-        self.set_line(Slot::Retry, b"retry: ", millis.as_bytes());
+        self.set_line(Slot::Retry, millis.as_bytes());
         self
     }
 
@@ -163,7 +174,7 @@ impl Event {
     pub fn event(mut self, name: impl AsRef<str>) -> Result<Self, EventError> {
         let name = name.as_ref();
         check_value(EventField::Event, name, |b| b == b'\r' || b == b'\n')?;
-        self.set_line(Slot::Event, b"event: ", name.as_bytes());
+        self.set_line(Slot::Event, name.as_bytes());
         Ok(self)
     }
 
@@ -173,7 +184,7 @@ impl Event {
     pub fn id(mut self, id: impl AsRef<str>) -> Result<Self, EventError> {
         let id = id.as_ref();
         check_value(EventField::Id, id, |b| matches!(b, b'\r' | b'\n' | 0))?;
-        self.set_line(Slot::Id, b"id: ", id.as_bytes());
+        self.set_line(Slot::Id, id.as_bytes());
         Ok(self)
     }
 
@@ -188,39 +199,45 @@ impl Event {
         mut self,
         value: &T,
     ) -> Result<Self, EventError> {
-        let buf = self.lines_mut(MIN_CAPACITY);
-        let rollback = buf.len();
-        let mut writer = LineWriter::start(buf, b"data: ");
-        match serde_json::to_writer(&mut writer, value) {
-            Ok(()) => {
-                writer.finish();
-                Ok(self)
-            }
-            Err(err) => {
-                writer.buf.truncate(rollback);
-                Err(EventError::Json(err))
-            }
+        let mut lines = self.lines_mut(0).take_vec(JSON_CAPACITY);
+        let rollback = lines.len();
+        lines.extend_from_slice(b"data: ");
+        let json_start = lines.len();
+        // Straight into the buffer: the serialiser's many small writes cost no line scanning.
+        let result = serde_json::to_writer(&mut lines, value);
+        if let Err(err) = result {
+            lines.truncate(rollback);
+            self.lines = Lines::Heap(lines);
+            return Err(EventError::Json(err));
         }
+        if find_break(&lines[json_start..]).is_some() {
+            // Compact JSON escapes line breaks in strings; only raw JSON can hold one. Such
+            // text is rewritten as one `data: ` line per line.
+            let json = lines.split_off(json_start);
+            lines.truncate(rollback);
+            self.lines = Lines::Heap(lines);
+            write_lines(&mut self.lines, b"data: ", &json);
+        } else {
+            lines.push(b'\n');
+            self.lines = Lines::Heap(lines);
+        }
+        Ok(self)
     }
 
     /// The exact wire form of the event, ending in the blank line that dispatches it.
     pub fn to_bytes(&self) -> Bytes {
         match &self.shared {
             Some(bytes) => bytes.clone(),
-            None => {
-                let mut out = Vec::with_capacity(self.lines.len() + 1);
-                out.extend_from_slice(&self.lines);
-                out.push(b'\n');
-                Bytes::from(out)
-            }
+            None => finished(self.lines.as_slice()),
         }
     }
 
     /// The length of [`to_bytes`](Event::to_bytes), without encoding anything.
+    #[inline]
     pub fn encoded_len(&self) -> usize {
         match &self.shared {
             Some(bytes) => bytes.len(),
-            None => self.lines.len() + 1,
+            None => self.lines.as_slice().len() + 1,
         }
     }
 
@@ -228,8 +245,9 @@ impl Event {
     /// (one per subscriber of a broadcast, say) cost no copy.
     pub(crate) fn into_shared(self) -> Self {
         Event {
+            fields: self.fields,
             shared: Some(self.into_bytes()),
-            ..Event::default()
+            lines: Lines::default(),
         }
     }
 
@@ -237,21 +255,25 @@ impl Event {
     pub(crate) fn into_bytes(self) -> Bytes {
         match self.shared {
             Some(bytes) => bytes,
-            None => {
-                let mut lines = self.lines;
-                lines.push(b'\n');
-                Bytes::from(lines)
-            }
+            None => match self.lines {
+                Lines::Heap(mut lines) => {
+                    lines.push(b'\n');
+                    Bytes::from(lines)
+                }
+                inline => finished(inline.as_slice()),
+            },
         }
     }
 
     /// Appends the finished encoding to `out` (how bodies coalesce small events into a frame).
+    #[inline]
     pub(crate) fn write_to(&self, out: &mut BytesMut) {
         match &self.shared {
             Some(bytes) => out.extend_from_slice(bytes),
             None => {
-                out.reserve(self.lines.len() + 1);
-                out.extend_from_slice(&self.lines);
+                let lines = self.lines.as_slice();
+                out.reserve(lines.len() + 1);
+                out.extend_from_slice(lines);
                 out.put_u8(b'\n');
             }
         }
@@ -259,49 +281,34 @@ impl Event {
 
     /// The line buffer, ready for at least `additional` more bytes; a shared encoding is
     /// copied back into lines first.
-    fn lines_mut(&mut self, additional: usize) -> &mut Vec<u8> {
-        if let Some(bytes) = self.shared.take() {
-            self.lines = bytes[..bytes.len().saturating_sub(1)].to_vec();
-            self.event_at = find_line(&self.lines, b"event: ");
-            self.id_at = find_line(&self.lines, b"id: ");
-            self.retry_at = find_line(&self.lines, b"retry: ");
+    #[inline]
+    fn lines_mut(&mut self, additional: usize) -> &mut Lines {
+        if self.shared.is_some() {
+            self.unshare();
         }
-        if self.lines.capacity() == 0 {
-            self.lines.reserve(additional.max(MIN_CAPACITY));
-        } else {
-            self.lines.reserve(additional);
-        }
+        self.lines.reserve(additional);
         &mut self.lines
     }
 
-    /// Writes a single-line field, replacing its earlier line if there was one.
-    fn set_line(&mut self, slot: Slot, prefix: &[u8], value: &[u8]) {
-        self.lines_mut(prefix.len() + value.len() + 1);
-        if let Some(start) = self.slot(slot).take() {
-            let end = memchr::memchr(b'\n', &self.lines[start..])
-                .map_or(self.lines.len(), |i| start + i + 1);
-            self.lines.drain(start..end);
-            for at in [&mut self.event_at, &mut self.id_at, &mut self.retry_at]
-                .into_iter()
-                .flatten()
-            {
-                if *at > start {
-                    *at -= end - start;
-                }
-            }
+    /// Copies a shared encoding back into lines that can be added to.
+    #[cold]
+    fn unshare(&mut self) {
+        if let Some(bytes) = self.shared.take() {
+            self.lines = Lines::Heap(bytes[..bytes.len().saturating_sub(1)].to_vec());
         }
-        *self.slot(slot) = Some(self.lines.len());
-        self.lines.extend_from_slice(prefix);
-        self.lines.extend_from_slice(value);
-        self.lines.push(b'\n');
     }
 
-    fn slot(&mut self, slot: Slot) -> &mut Option<usize> {
-        match slot {
-            Slot::Event => &mut self.event_at,
-            Slot::Id => &mut self.id_at,
-            Slot::Retry => &mut self.retry_at,
+    /// Writes a single-line field, replacing its earlier line if there was one.
+    #[inline]
+    fn set_line(&mut self, slot: Slot, value: &[u8]) {
+        let replace = self.fields & slot.bit() != 0;
+        self.fields |= slot.bit();
+        let prefix = slot.prefix();
+        let lines = self.lines_mut(prefix.len() + value.len() + 1);
+        if replace {
+            lines.remove_line(prefix);
         }
+        lines.push_line(prefix, value);
     }
 }
 
@@ -311,6 +318,125 @@ enum Slot {
     Event,
     Id,
     Retry,
+}
+
+impl Slot {
+    fn prefix(self) -> &'static [u8] {
+        match self {
+            Slot::Event => b"event: ",
+            Slot::Id => b"id: ",
+            Slot::Retry => b"retry: ",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Lines::Inline {
+            len: 0,
+            bytes: [0; INLINE_CAPACITY],
+        }
+    }
+}
+
+impl Lines {
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Lines::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Lines::Heap(lines) => lines,
+        }
+    }
+
+    /// Makes room for `additional` more bytes, moving to the heap when the event cannot hold
+    /// them.
+    #[inline]
+    fn reserve(&mut self, additional: usize) {
+        match self {
+            Lines::Heap(lines) => lines.reserve(additional),
+            Lines::Inline { len, .. } if usize::from(*len) + additional <= INLINE_CAPACITY => {}
+            Lines::Inline { .. } => *self = Lines::Heap(self.take_vec(additional)),
+        }
+    }
+
+    /// Takes the lines out as a heap buffer with room for `additional` more bytes.
+    fn take_vec(&mut self, additional: usize) -> Vec<u8> {
+        match std::mem::take(self) {
+            Lines::Heap(mut lines) => {
+                lines.reserve(additional);
+                lines
+            }
+            Lines::Inline { len, bytes } => {
+                let lines = &bytes[..usize::from(len)];
+                let mut heap = Vec::with_capacity((lines.len() + additional).max(MIN_CAPACITY));
+                heap.extend_from_slice(lines);
+                heap
+            }
+        }
+    }
+
+    /// Appends the line `prefix` `value` and the LF that ends it.
+    #[inline]
+    fn push_line(&mut self, prefix: &[u8], value: &[u8]) {
+        let line = prefix.len() + value.len() + 1;
+        match self {
+            Lines::Heap(lines) => return append_line(lines, prefix, value),
+            Lines::Inline { len, bytes } => {
+                let start = usize::from(*len);
+                if let Some(room) = bytes.get_mut(start..start + line) {
+                    let (head, tail) = room.split_at_mut(prefix.len());
+                    let (middle, lf) = tail.split_at_mut(value.len());
+                    head.copy_from_slice(prefix);
+                    middle.copy_from_slice(value);
+                    lf.fill(b'\n');
+                    // The line fits, so the length stays within INLINE_CAPACITY < 256.
+                    *len = (start + line) as u8;
+                    return;
+                }
+            }
+        }
+        let mut lines = self.take_vec(line);
+        append_line(&mut lines, prefix, value);
+        *self = Lines::Heap(lines);
+    }
+
+    /// Removes the line that starts with `prefix`, if there is one.
+    #[cold]
+    fn remove_line(&mut self, prefix: &[u8]) {
+        let lines = self.as_slice();
+        let Some(start) = find_line(lines, prefix) else {
+            return;
+        };
+        let end = memchr::memchr(b'\n', &lines[start..]).map_or(lines.len(), |i| start + i + 1);
+        match self {
+            Lines::Inline { len, bytes } => {
+                bytes.copy_within(end..usize::from(*len), start);
+                *len -= (end - start) as u8;
+            }
+            Lines::Heap(lines) => {
+                lines.drain(start..end);
+            }
+        }
+    }
+}
+
+fn append_line(lines: &mut Vec<u8>, prefix: &[u8], value: &[u8]) {
+    lines.reserve(prefix.len() + value.len() + 1);
+    lines.extend_from_slice(prefix);
+    lines.extend_from_slice(value);
+    lines.push(b'\n');
+}
+
+/// The finished encoding of `lines`: a copy with the blank line that ends the event.
+fn finished(lines: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(lines.len() + 1);
+    out.extend_from_slice(lines);
+    out.push(b'\n');
+    Bytes::from(out)
 }
 
 fn check_value(field: EventField, value: &str, bad: impl Fn(u8) -> bool) -> Result<(), EventError> {
@@ -336,94 +462,54 @@ fn find_line(lines: &[u8], prefix: &[u8]) -> Option<usize> {
     None
 }
 
-/// Writes text as prefixed lines, one per line of the text, however the text arrives in pieces.
-///
-/// A CR at the end of one piece followed by an LF at the start of the next is one break, so
-/// serialisers that write in small pieces get the same lines as one `write` of the whole.
-struct LineWriter<'a> {
-    buf: &'a mut Vec<u8>,
-    prefix: &'static [u8],
-    /// The last byte written was a CR: an LF right after it belongs to the same break.
-    after_cr: bool,
-    /// Nothing has been written on the current line yet.
-    line_empty: bool,
-}
-
-impl<'a> LineWriter<'a> {
-    fn start(buf: &'a mut Vec<u8>, prefix: &'static [u8]) -> Self {
-        LineWriter {
-            buf,
-            prefix,
-            after_cr: false,
-            line_empty: true,
-        }
-    }
-
-    fn write(&mut self, mut text: &[u8]) {
-        if text.is_empty() {
-            return;
-        }
-        if std::mem::take(&mut self.after_cr) && text[0] == b'\n' {
-            text = &text[1..];
-        }
-        while let Some(at) = memchr::memchr2(b'\r', b'\n', text) {
-            self.write_part(&text[..at]);
-            self.end_line();
-            if text[at] == b'\r' {
-                if text.get(at + 1) == Some(&b'\n') {
-                    text = &text[at + 2..];
-                } else if at + 1 == text.len() {
-                    self.after_cr = true;
-                    return;
-                } else {
-                    text = &text[at + 1..];
-                }
-            } else {
-                text = &text[at + 1..];
-            }
-        }
-        self.write_part(text);
-    }
-
-    fn write_part(&mut self, part: &[u8]) {
-        if part.is_empty() {
-            return;
-        }
-        if self.line_empty {
-            self.buf.extend_from_slice(self.prefix);
-            self.line_empty = false;
-        }
-        self.buf.extend_from_slice(part);
-    }
-
-    /// Ends the current line; an empty one is the prefix alone, trimmed of its space for
-    /// comments (`:`) and kept for data (`data: `), as the wire rules say.
-    fn end_line(&mut self) {
-        if self.line_empty {
-            if self.prefix == b": " {
-                self.buf.push(b':');
-            } else {
-                self.buf.extend_from_slice(self.prefix);
-            }
-        }
-        self.buf.push(b'\n');
-        self.line_empty = true;
-    }
-
-    fn finish(mut self) {
-        self.end_line();
+/// Where the first CR or LF of `text` is. Short texts (a token, a word) are scanned in place:
+/// below a few dozen bytes the vectorised search costs more to set up than it saves.
+#[inline]
+fn find_break(text: &[u8]) -> Option<usize> {
+    if text.len() < 16 {
+        text.iter().position(|&b| b == b'\r' || b == b'\n')
+    } else {
+        memchr::memchr2(b'\r', b'\n', text)
     }
 }
 
-#[cfg(feature = "json")]
-impl std::io::Write for LineWriter<'_> {
-    fn write(&mut self, piece: &[u8]) -> std::io::Result<usize> {
-        LineWriter::write(self, piece);
-        Ok(piece.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+/// Writes `text` as lines that start with `prefix`, one per line of the text: `\r\n`, a lone
+/// `\r` and a lone `\n` each end a line, so a trailing break gives a last empty line. An empty
+/// line is the prefix alone, trimmed of its space for comments (`:`) and kept for data
+/// (`data: `), as the wire rules say.
+#[inline]
+fn write_lines(lines: &mut Lines, prefix: &[u8], text: &[u8]) {
+    // Room for all of it at once: each break becomes a line end and adds a prefix; the last
+    // line end and the blank line that closes the event come on top. A single line (the
+    // common case) is scanned only once.
+    let mut found = find_break(text);
+    let breaks = found.map_or(0, |at| {
+        let rest = &text[at + 1..];
+        1 + memchr::memchr_iter(b'\n', rest).count() + memchr::memchr_iter(b'\r', rest).count()
+    });
+    lines.reserve(text.len() + (breaks + 1) * prefix.len() + 2);
+    let empty_line: &[u8] = if prefix == b": " { b":" } else { prefix };
+    let mut rest = text;
+    loop {
+        let (line, next) = match found {
+            Some(at) => {
+                let crlf = rest[at] == b'\r' && rest.get(at + 1) == Some(&b'\n');
+                (&rest[..at], Some(&rest[at + 1 + usize::from(crlf)..]))
+            }
+            None => (rest, None),
+        };
+        if line.is_empty() {
+            lines.push_line(empty_line, b"");
+        } else {
+            lines.push_line(prefix, line);
+        }
+        match next {
+            Some(next) => {
+                rest = next;
+                found = find_break(rest);
+            }
+            None => return,
+        }
     }
 }
 
