@@ -9,6 +9,9 @@
 //!
 //! `PORT` or `--port` change the port, `GPT_DELAY_MS` the pause between pieces (default 50),
 //! and `ALLOWED_ORIGINS` (comma-separated, or `*`) lets pages from other origins call the API.
+//!
+//! `GET /events` is a live feed that a client resumes with `Last-Event-ID` (see
+//! `common/events.rs`); `EVENTS_INTERVAL_MS` sets its pace (default 1000).
 
 mod common;
 
@@ -16,9 +19,9 @@ use std::time::Duration;
 
 use axum::{
     extract::{FromRequest, Request, State},
-    http::{Method, Uri},
+    http::{HeaderMap, Method, Uri},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{get, post},
     Router,
 };
 use common::{ApiError, Ask, Config};
@@ -30,10 +33,18 @@ async fn main() -> std::io::Result<()> {
     common::init_tracing();
     let shutdown = common::shutdown_on_ctrl_c();
 
+    let feed = common::events::Feed::start();
     let app = Router::new()
         .route(
             "/gpt-stream",
             post(gpt_stream).fallback(|| async { ApiError::method_not_allowed() }),
+        )
+        // The live feed, resumable with `Last-Event-ID`.
+        .route(
+            "/events",
+            get(move |uri: Uri, headers: HeaderMap| {
+                std::future::ready(common::events::respond(&feed, uri.query(), &headers))
+            }),
         )
         // Everything else: the page and the script it loads.
         .fallback(

@@ -9,6 +9,9 @@
 //!
 //! `PORT` or `--port` change the port, `GPT_DELAY_MS` the pause between pieces (default 50),
 //! and `ALLOWED_ORIGINS` (comma-separated, or `*`) lets pages from other origins call the API.
+//!
+//! `GET /events` is a live feed that a client resumes with `Last-Event-ID` (see
+//! `common/events.rs`); `EVENTS_INTERVAL_MS` sets its pace (default 1000).
 
 mod common;
 
@@ -47,10 +50,11 @@ async fn main() -> std::io::Result<()> {
     // The whole app as one tower service: the router inside CORS, inside the SSE layer
     // (keep-alives, SSE headers, ending streams on shutdown).
     let delay = config.delay;
+    let feed = common::events::Feed::start();
     let app = ServiceBuilder::new()
         .layer(common::sse_layer(shutdown.clone()))
         .layer(config.cors())
-        .service_fn(move |request: Request<Incoming>| route(request, delay));
+        .service_fn(move |request: Request<Incoming>| route(request, delay, feed.clone()));
 
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
@@ -82,8 +86,19 @@ async fn main() -> std::io::Result<()> {
 }
 
 /// Routes a request by hand: the API, or else the page and its script.
-async fn route(request: Request<Incoming>, delay: Duration) -> Result<Response<Body>, Infallible> {
+async fn route(
+    request: Request<Incoming>,
+    delay: Duration,
+    feed: common::events::Feed,
+) -> Result<Response<Body>, Infallible> {
     let response = match (request.method(), request.uri().path()) {
+        // The live feed, resumable with `Last-Event-ID`.
+        (&Method::GET, "/events") => {
+            match common::events::respond(&feed, request.uri().query(), request.headers()) {
+                Ok(response) => response.map(boxed),
+                Err(error) => error.into_http_response().map(boxed),
+            }
+        }
         (&Method::POST, "/gpt-stream") => match common::read_ask(request).await {
             Ok(ask) => {
                 // Like the Spring handler: make an emitter, hand it to a task that produces

@@ -208,7 +208,9 @@ impl fmt::Display for ReplayError {
                 f,
                 "cannot resume after event {last}: the oldest retained event is {first_retained}"
             ),
-            ReplayError::Unknown { last } => write!(f, "event id {last:?} was never issued"),
+            ReplayError::Unknown { last } => {
+                write!(f, "event id {:?} was never issued", last.as_str())
+            }
         }
     }
 }
@@ -327,7 +329,10 @@ impl ReplayLog {
         let at = usize::try_from(id - first).unwrap_or(usize::MAX);
         match self.events.get(at) {
             Some(event) => {
-                let end = self.events.len().min(at.saturating_add(1).saturating_add(more));
+                let end = self
+                    .events
+                    .len()
+                    .min(at.saturating_add(1).saturating_add(more));
                 Entry::Retained(event, Replay(self.events.range(at + 1..end)))
             }
             None => Entry::Future,

@@ -20,6 +20,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_sse::{BoxError, Event, EventError, SseEmitter, SseLayer};
 use tracing::info;
 
+pub mod events;
+
 /// The largest request body `POST /gpt-stream` accepts.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
