@@ -261,6 +261,24 @@ fn into_bytes<D: Buf>(frame: Frame<D>) -> Frame<Bytes> {
     frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
 }
 
+/// The frame the inner body gave; or, when it gave none, what to hand over instead, the stream
+/// being over (reported) if the inner body ended or failed.
+fn inner_frame<D: Buf, E: Into<BoxError>>(
+    polled: FramePoll<D, E>,
+    phase: &mut Phase,
+    tracker: &mut Tracker,
+) -> Result<Frame<Bytes>, PollFrame> {
+    let (reason, last) = match polled {
+        Poll::Pending => return Err(Poll::Pending),
+        Poll::Ready(Some(Ok(frame))) => return Ok(into_bytes(frame)),
+        Poll::Ready(Some(Err(err))) => (CloseReason::Error, Some(Err(err.into()))),
+        Poll::Ready(None) => (CloseReason::Completed, None),
+    };
+    *phase = Phase::Done;
+    tracker.report(reason);
+    Err(Poll::Ready(last))
+}
+
 /// Forwards what the inner body gave, counting it, and reports the end when it is one.
 fn forward<B>(
     polled: FramePoll<B::Data, B::Error>,
@@ -273,31 +291,23 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let polled = match polled {
-        Poll::Pending => return Poll::Pending,
-        Poll::Ready(polled) => polled,
+    let frame = match inner_frame(polled, phase, tracker) {
+        Ok(frame) => frame,
+        Err(instead) => return instead,
     };
-    let end = match polled {
-        Some(Ok(frame)) => {
-            let frame = into_bytes(frame);
-            if let Some(data) = frame.data_ref() {
-                let events = scanner.map_or(0, |scanner| scanner.scan(data));
-                tracker.record(data.len(), events);
-            }
-            if !inner.is_end_stream() {
-                return Poll::Ready(Some(Ok(frame)));
-            }
-            (CloseReason::Completed, Some(Ok(frame)))
-        }
-        Some(Err(err)) => (CloseReason::Error, Some(Err(err.into()))),
-        None => (CloseReason::Completed, None),
-    };
-    *phase = Phase::Done;
-    tracker.report(end.0);
-    Poll::Ready(end.1)
+    if let Some(data) = frame.data_ref() {
+        let events = scanner.map_or(0, |scanner| scanner.scan(data));
+        tracker.record(data.len(), events);
+    }
+    if inner.is_end_stream() {
+        *phase = Phase::Done;
+        tracker.report(CloseReason::Completed);
+    }
+    Poll::Ready(Some(Ok(frame)))
 }
 
 /// Forwards the inner body up to the end of the event in flight, and moves on to closing there.
+/// If the inner body ends first, mid-event, no final event can follow: the stream just ends.
 fn finish_event<D: Buf, E: Into<BoxError>>(
     polled: FramePoll<D, E>,
     reason: CloseReason,
@@ -305,20 +315,9 @@ fn finish_event<D: Buf, E: Into<BoxError>>(
     tracker: &mut Tracker,
     scanner: &mut Scanner,
 ) -> PollFrame {
-    let frame = match polled {
-        Poll::Pending => return Poll::Pending,
-        Poll::Ready(Some(Ok(frame))) => into_bytes(frame),
-        Poll::Ready(Some(Err(err))) => {
-            *phase = Phase::Done;
-            tracker.report(CloseReason::Error);
-            return Poll::Ready(Some(Err(err.into())));
-        }
-        Poll::Ready(None) => {
-            // The inner body ended on its own, mid-event: no final event can follow.
-            *phase = Phase::Done;
-            tracker.report(CloseReason::Completed);
-            return Poll::Ready(None);
-        }
+    let frame = match inner_frame(polled, phase, tracker) {
+        Ok(frame) => frame,
+        Err(instead) => return instead,
     };
     let mut data = match frame.into_data() {
         Ok(data) => data,
