@@ -1,7 +1,7 @@
-//! The examples' `POST /gpt-stream` under hostile requests: bodies and headers at and past
-//! their limits, deep nesting, invalid UTF-8, a 1 MiB `Last-Event-ID`. Every one must get a
-//! clear 4xx (or be served when it is within the limits), with no panic and no unbounded
-//! allocation in the server.
+//! The examples' `POST /gpt-stream` and `GET /events` under hostile requests: bodies and
+//! headers at and past their limits, deep nesting, invalid UTF-8, a 1 MiB `Last-Event-ID`,
+//! ids and query values out of range. Every one must get a clear 4xx (or be served when it is
+//! within the limits), with no panic and no unbounded allocation in the server.
 //!
 //! Each test starts the example binaries (axum and hyper) as real processes on free ports,
 //! built first by `cargo build --examples` (a no-op when they are fresh), and talks to them
@@ -75,6 +75,7 @@ impl Example {
         let mut child = Command::new(examples_dir().join(name))
             .env("PORT", "0")
             .env("GPT_DELAY_MS", "0")
+            .env("EVENTS_INTERVAL_MS", "20")
             .env("RUST_LOG", "info")
             .env_remove("ALLOWED_ORIGINS")
             .stdout(Stdio::null())
@@ -537,53 +538,121 @@ fn json_of_the_wrong_shape_is_422() {
 
 // --- headers -------------------------------------------------------------------------------
 
+/// `GET /events`, the resumable feed, with this query string (`?...` or empty).
+fn events_request(query: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("/events{query}"))
+        .header(header::HOST, "127.0.0.1")
+        .body(Full::default())
+        .unwrap()
+}
+
+/// The request line and headers of `request` as HTTP/1.1 bytes, without its body.
+fn head_of(request: &Request<Full<Bytes>>) -> Vec<u8> {
+    let mut head = format!("{} {} HTTP/1.1\r\n", request.method(), request.uri()).into_bytes();
+    for (name, value) in request.headers() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+fn with_last_event_id(mut request: Request<Full<Bytes>>, id: &[u8]) -> Request<Full<Bytes>> {
+    let value = header::HeaderValue::from_bytes(id).unwrap();
+    request.headers_mut().append("last-event-id", value);
+    request
+}
+
 #[test]
 fn last_event_id_of_1_mib_is_431_and_of_8_kib_is_served() {
     against_each_example(|name, addr| async move {
-        for proto in [Proto::Http1, Proto::Http2] {
-            let mut request = json_request("hi");
-            request
-                .headers_mut()
-                .insert("last-event-id", "7".repeat(8 * 1024).parse().unwrap());
-            let served = ask(addr, proto, request).await;
-            assert_eq!(served.status, StatusCode::OK, "{name} {proto:?}");
+        let requests = [|| json_request("hi"), || events_request("")];
+        for request in requests {
+            let path = request().uri().path().to_owned();
+            for proto in [Proto::Http1, Proto::Http2] {
+                let served = ask(addr, proto, with_last_event_id(request(), &[b'7'; 8192])).await;
+                assert_eq!(served.status, StatusCode::OK, "{name} {path} {proto:?}");
+                assert!(served.first_event.is_some(), "{name} {path} {proto:?}");
+            }
+            let huge = with_last_event_id(request(), &vec![b'7'; 1024 * 1024]);
+            // Over HTTP/1.1 the whole head is refused.
+            let status = raw(addr, head_of(&huge), Vec::new(), 0).await;
+            let too_large = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+            assert_eq!(status, too_large, "{name} {path}");
+            // Over HTTP/2 the header block comes in a train of CONTINUATION frames, which the
+            // server cuts short: 431, or the whole connection refused (GOAWAY
+            // ENHANCE_YOUR_CALM, which the client may see as a broken pipe if it was still
+            // sending).
+            let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let answer = timeout(Duration::from_secs(10), send.send_request(huge))
+                .await
+                .expect("no answer within 10 s");
+            if let Ok(response) = answer {
+                assert_eq!(response.status(), too_large, "{name} {path} Http2");
+            }
         }
-        // Over HTTP/1.1 the whole head is refused.
-        let id = "7".repeat(1024 * 1024);
-        let status = raw(
-            addr,
-            head(&format!("last-event-id: {id}\r\n")),
-            Vec::new(),
-            0,
-        )
-        .await;
-        assert_eq!(
-            status,
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "{name}"
-        );
-        // Over HTTP/2 the header block comes in a train of CONTINUATION frames, which the
-        // server cuts short: 431, or the whole connection refused (GOAWAY ENHANCE_YOUR_CALM,
-        // which the client may see as a broken pipe if it was still sending).
-        let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
-        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut request = json_request("hi");
-        request
-            .headers_mut()
-            .insert("last-event-id", id.parse().unwrap());
-        match timeout(Duration::from_secs(10), send.send_request(request))
-            .await
-            .expect("no answer within 10 s")
-        {
-            Ok(response) => assert_eq!(
-                response.status(),
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "{name} Http2"
-            ),
-            Err(_refused) => {}
+    });
+}
+
+#[test]
+fn events_resume_any_unknown_id_with_a_resync_and_refuse_malformed_input_with_400() {
+    against_each_example(|name, addr| async move {
+        for proto in [Proto::Http1, Proto::Http2] {
+            // Ids this server run never issued, whatever their size or shape.
+            for id in [
+                "99999999999999999999999",
+                "18446744073709551615",
+                "-1",
+                "007",
+                "x",
+            ] {
+                let request = with_last_event_id(events_request(""), id.as_bytes());
+                let answer = ask(addr, proto, request).await;
+                assert_eq!(answer.status, StatusCode::OK, "{name} {proto:?} {id}");
+                let first = answer.first_event.as_deref();
+                assert_eq!(
+                    first,
+                    Some("event: resync\ndata: 0\n\n"),
+                    "{name} {proto:?} {id}"
+                );
+            }
+            // Ids no event can carry, or ambiguous.
+            let malformed = [
+                with_last_event_id(events_request(""), b"\xff\xfe"),
+                with_last_event_id(with_last_event_id(events_request(""), b"1"), b"2"),
+            ];
+            for request in malformed {
+                let answer = ask(addr, proto, request).await;
+                let what = "malformed Last-Event-ID";
+                assert_refused(name, proto, what, &answer, StatusCode::BAD_REQUEST);
+            }
+            // Query values out of range.
+            for query in [
+                "?limit=0",
+                "?limit=-1",
+                "?limit=99999999999999999999999",
+                "?retry_ms=18446744073709551616",
+                "?retry_ms=soon",
+            ] {
+                let answer = ask(addr, proto, events_request(query)).await;
+                assert_refused(name, proto, query, &answer, StatusCode::BAD_REQUEST);
+            }
+            // The largest delay is written as it is.
+            let query = "?retry_ms=18446744073709551615&limit=1";
+            let answer = ask(addr, proto, events_request(query)).await;
+            assert_eq!(answer.status, StatusCode::OK, "{name} {proto:?}");
+            let first = answer.first_event.as_deref();
+            assert_eq!(
+                first,
+                Some("retry: 18446744073709551615\n\n"),
+                "{name} {proto:?}"
+            );
         }
     });
 }
