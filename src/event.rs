@@ -146,6 +146,7 @@ impl Event {
     /// `\r\n`, a lone `\r` and a lone `\n` each count as one line break, and a trailing break
     /// gives a last empty line, so any text reaches a client as it was sent (breaks as `\n`).
     /// Calling `data` again adds lines: `data("a").data("b")` is received as `"a\nb"`.
+    #[inline]
     pub fn data(mut self, text: impl AsRef<str>) -> Self {
         let text = text.as_ref().as_bytes();
         write_lines(self.lines_mut(0), b"data: ", text);
@@ -171,6 +172,7 @@ impl Event {
     /// Sets the event type (`event:`), which selects the listener a browser calls.
     ///
     /// Fails if the name holds a CR or LF, which would inject lines.
+    #[inline]
     pub fn event(mut self, name: impl AsRef<str>) -> Result<Self, EventError> {
         let name = name.as_ref();
         check_value(EventField::Event, name, |b| b == b'\r' || b == b'\n')?;
@@ -181,6 +183,7 @@ impl Event {
     /// Sets the event id (`id:`), which a reconnecting client sends back as `Last-Event-ID`.
     ///
     /// Fails if the id holds a CR or LF (line injection) or a NUL (browsers ignore such ids).
+    #[inline]
     pub fn id(mut self, id: impl AsRef<str>) -> Result<Self, EventError> {
         let id = id.as_ref();
         check_value(EventField::Id, id, |b| matches!(b, b'\r' | b'\n' | 0))?;
@@ -299,7 +302,7 @@ impl Event {
     }
 
     /// Writes a single-line field, replacing its earlier line if there was one.
-    #[inline]
+    #[inline(always)]
     fn set_line(&mut self, slot: Slot, value: &[u8]) {
         let replace = self.fields & slot.bit() != 0;
         self.fields |= slot.bit();
@@ -380,7 +383,7 @@ impl Lines {
     }
 
     /// Appends the line `prefix` `value` and the LF that ends it.
-    #[inline]
+    #[inline(always)]
     fn push_line(&mut self, prefix: &[u8], value: &[u8]) {
         let line = prefix.len() + value.len() + 1;
         match self {
