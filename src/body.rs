@@ -18,6 +18,10 @@ use crate::{BoxError, Event};
 /// otherwise.
 const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 
+/// The room a new frame buffer starts with, so that a burst of small events fills it without
+/// growing it step by step.
+const FIRST_FRAME_BYTES: usize = 4 * 1024;
+
 /// Events at least this long are handed to the connection as their own frame, without a copy.
 const ZERO_COPY_BYTES: usize = 4 * 1024;
 
@@ -122,6 +126,9 @@ where
             match this.stream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
                     if event.encoded_len() < ZERO_COPY_BYTES {
+                        if this.frame.capacity() == 0 {
+                            this.frame.reserve(FIRST_FRAME_BYTES);
+                        }
                         event.write_to(this.frame);
                     } else if this.frame.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(event.into_bytes()))));

@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 /// How many bytes of field lines an event holds inside itself: enough for a typical token
 /// (`id`, `event` and a few words of data), which is then built without any allocation.
-const INLINE_CAPACITY: usize = 62;
+const INLINE_CAPACITY: usize = 54;
 
 /// The smallest buffer an event allocates once its lines outgrow the inline room, so a typical
 /// event needs at most one allocation however many builder calls it takes.
@@ -37,24 +37,26 @@ const JSON_CAPACITY: usize = 256;
 /// ```
 #[derive(Clone, Default)]
 pub struct Event {
-    /// The field lines so far, without the blank line that ends the event; empty while the
-    /// event is `shared`.
+    /// The field lines so far, or the finished encoding when shared.
     lines: Lines,
-    /// The complete encoding, blank line included, shared by reference count between clones.
-    shared: Option<Bytes>,
     /// Which of the single-line fields (one bit per [`Slot`]) the lines hold, so that a later
     /// call looks for the line to replace only when there is one.
     fields: u8,
 }
 
-/// Field lines under construction: inside the event while they fit, on the heap beyond.
+/// An event's lines: inside the event while they fit, on the heap beyond, or the finished
+/// encoding shared by reference count between clones.
 #[derive(Clone)]
 enum Lines {
+    /// Field lines, without the blank line that ends the event.
     Inline {
         len: u8,
         bytes: [u8; INLINE_CAPACITY],
     },
+    /// Field lines, without the blank line that ends the event.
     Heap(Vec<u8>),
+    /// The complete encoding, blank line included.
+    Shared(Bytes),
 }
 
 /// Which field of an [`Event`] an [`EventError`] is about.
@@ -146,7 +148,7 @@ impl Event {
     /// `\r\n`, a lone `\r` and a lone `\n` each count as one line break, and a trailing break
     /// gives a last empty line, so any text reaches a client as it was sent (breaks as `\n`).
     /// Calling `data` again adds lines: `data("a").data("b")` is received as `"a\nb"`.
-    #[inline]
+    #[inline(always)]
     pub fn data(mut self, text: impl AsRef<str>) -> Self {
         let text = text.as_ref().as_bytes();
         write_lines(self.lines_mut(0), b"data: ", text);
@@ -172,7 +174,7 @@ impl Event {
     /// Sets the event type (`event:`), which selects the listener a browser calls.
     ///
     /// Fails if the name holds a CR or LF, which would inject lines.
-    #[inline]
+    #[inline(always)]
     pub fn event(mut self, name: impl AsRef<str>) -> Result<Self, EventError> {
         let name = name.as_ref();
         check_value(EventField::Event, name, |b| b == b'\r' || b == b'\n')?;
@@ -183,7 +185,7 @@ impl Event {
     /// Sets the event id (`id:`), which a reconnecting client sends back as `Last-Event-ID`.
     ///
     /// Fails if the id holds a CR or LF (line injection) or a NUL (browsers ignore such ids).
-    #[inline]
+    #[inline(always)]
     pub fn id(mut self, id: impl AsRef<str>) -> Result<Self, EventError> {
         let id = id.as_ref();
         check_value(EventField::Id, id, |b| matches!(b, b'\r' | b'\n' | 0))?;
@@ -229,19 +231,16 @@ impl Event {
 
     /// The exact wire form of the event, ending in the blank line that dispatches it.
     pub fn to_bytes(&self) -> Bytes {
-        match &self.shared {
-            Some(bytes) => bytes.clone(),
-            None => finished(self.lines.as_slice()),
+        match &self.lines {
+            Lines::Shared(bytes) => bytes.clone(),
+            lines => finished(lines.as_slice()),
         }
     }
 
     /// The length of [`to_bytes`](Event::to_bytes), without encoding anything.
-    #[inline]
+    #[inline(always)]
     pub fn encoded_len(&self) -> usize {
-        match &self.shared {
-            Some(bytes) => bytes.len(),
-            None => self.lines.as_slice().len() + 1,
-        }
+        self.lines.as_slice().len() + 1
     }
 
     /// Turns the event into its finished encoding, shared by reference count, so that clones
@@ -249,56 +248,36 @@ impl Event {
     pub(crate) fn into_shared(self) -> Self {
         Event {
             fields: self.fields,
-            shared: Some(self.into_bytes()),
-            lines: Lines::default(),
+            lines: Lines::Shared(self.into_bytes()),
         }
     }
 
     /// The finished encoding, taking over the event's buffer where it can.
     pub(crate) fn into_bytes(self) -> Bytes {
-        match self.shared {
-            Some(bytes) => bytes,
-            None => match self.lines {
-                Lines::Heap(mut lines) => {
-                    lines.push(b'\n');
-                    Bytes::from(lines)
-                }
-                inline => finished(inline.as_slice()),
-            },
+        match self.lines {
+            Lines::Shared(bytes) => bytes,
+            Lines::Heap(mut lines) => {
+                lines.push(b'\n');
+                Bytes::from(lines)
+            }
+            inline => finished(inline.as_slice()),
         }
     }
 
     /// Appends the finished encoding to `out` (how bodies coalesce small events into a frame).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn write_to(&self, out: &mut BytesMut) {
-        match &self.shared {
-            Some(bytes) => out.extend_from_slice(bytes),
-            None => {
-                let lines = self.lines.as_slice();
-                out.reserve(lines.len() + 1);
-                out.extend_from_slice(lines);
-                out.put_u8(b'\n');
-            }
-        }
+        let lines = self.lines.as_slice();
+        out.reserve(lines.len() + 1);
+        out.extend_from_slice(lines);
+        out.put_u8(b'\n');
     }
 
-    /// The line buffer, ready for at least `additional` more bytes; a shared encoding is
-    /// copied back into lines first.
-    #[inline]
+    /// The line buffer, ready for at least `additional` more bytes.
+    #[inline(always)]
     fn lines_mut(&mut self, additional: usize) -> &mut Lines {
-        if self.shared.is_some() {
-            self.unshare();
-        }
         self.lines.reserve(additional);
         &mut self.lines
-    }
-
-    /// Copies a shared encoding back into lines that can be added to.
-    #[cold]
-    fn unshare(&mut self) {
-        if let Some(bytes) = self.shared.take() {
-            self.lines = Lines::Heap(bytes[..bytes.len().saturating_sub(1)].to_vec());
-        }
     }
 
     /// Writes a single-line field, replacing its earlier line if there was one.
@@ -347,22 +326,26 @@ impl Default for Lines {
 }
 
 impl Lines {
-    #[inline]
+    /// The field lines, without the blank line that ends the event.
+    #[inline(always)]
     fn as_slice(&self) -> &[u8] {
         match self {
             Lines::Inline { len, bytes } => &bytes[..usize::from(*len)],
             Lines::Heap(lines) => lines,
+            Lines::Shared(bytes) => &bytes[..bytes.len().saturating_sub(1)],
         }
     }
 
     /// Makes room for `additional` more bytes, moving to the heap when the event cannot hold
-    /// them.
-    #[inline]
+    /// them (a shared encoding is copied back into lines that can grow).
+    #[inline(always)]
     fn reserve(&mut self, additional: usize) {
         match self {
             Lines::Heap(lines) => lines.reserve(additional),
             Lines::Inline { len, .. } if usize::from(*len) + additional <= INLINE_CAPACITY => {}
-            Lines::Inline { .. } => *self = Lines::Heap(self.take_vec(additional)),
+            Lines::Inline { .. } | Lines::Shared(_) => {
+                *self = Lines::Heap(self.take_vec(additional))
+            }
         }
     }
 
@@ -373,8 +356,8 @@ impl Lines {
                 lines.reserve(additional);
                 lines
             }
-            Lines::Inline { len, bytes } => {
-                let lines = &bytes[..usize::from(len)];
+            other => {
+                let lines = other.as_slice();
                 let mut heap = Vec::with_capacity((lines.len() + additional).max(MIN_CAPACITY));
                 heap.extend_from_slice(lines);
                 heap
@@ -388,6 +371,7 @@ impl Lines {
         let line = prefix.len() + value.len() + 1;
         match self {
             Lines::Heap(lines) => return append_line(lines, prefix, value),
+            Lines::Shared(_) => {}
             Lines::Inline { len, bytes } => {
                 let start = usize::from(*len);
                 if let Some(room) = bytes.get_mut(start..start + line) {
@@ -415,14 +399,13 @@ impl Lines {
             return;
         };
         let end = memchr::memchr(b'\n', &lines[start..]).map_or(lines.len(), |i| start + i + 1);
-        match self {
-            Lines::Inline { len, bytes } => {
-                bytes.copy_within(end..usize::from(*len), start);
-                *len -= (end - start) as u8;
-            }
-            Lines::Heap(lines) => {
-                lines.drain(start..end);
-            }
+        if let Lines::Inline { len, bytes } = self {
+            bytes.copy_within(end..usize::from(*len), start);
+            *len -= (end - start) as u8;
+        } else {
+            let mut lines = self.take_vec(0);
+            lines.drain(start..end);
+            *self = Lines::Heap(lines);
         }
     }
 }
@@ -467,7 +450,7 @@ fn find_line(lines: &[u8], prefix: &[u8]) -> Option<usize> {
 
 /// Where the first CR or LF of `text` is. Short texts (a token, a word) are scanned in place:
 /// below a few dozen bytes the vectorised search costs more to set up than it saves.
-#[inline]
+#[inline(always)]
 fn find_break(text: &[u8]) -> Option<usize> {
     if text.len() < 16 {
         text.iter().position(|&b| b == b'\r' || b == b'\n')
@@ -480,7 +463,7 @@ fn find_break(text: &[u8]) -> Option<usize> {
 /// `\r` and a lone `\n` each end a line, so a trailing break gives a last empty line. An empty
 /// line is the prefix alone, trimmed of its space for comments (`:`) and kept for data
 /// (`data: `), as the wire rules say.
-#[inline]
+#[inline(always)]
 fn write_lines(lines: &mut Lines, prefix: &[u8], text: &[u8]) {
     // Room for all of it at once: each break becomes a line end and adds a prefix; the last
     // line end and the blank line that closes the event come on top. A single line (the
