@@ -112,11 +112,14 @@ impl ChannelBuilder {
             shared: Arc::clone(&shared),
             batch: VecDeque::new(),
             taken: 0,
-            deadline: self.timeout.map(|timeout| Deadline {
-                at: Instant::now() + timeout,
-                sleep: None,
+            timeout: self.timeout.map(|timeout| {
+                Box::new(Timeout {
+                    at: Instant::now() + timeout,
+                    sleep: None,
+                    event: self.timeout_event,
+                    fired: false,
+                })
             }),
-            timeout_event: self.timeout_event,
             error_event: self.error_event,
             finished: false,
         };
@@ -351,26 +354,34 @@ pub struct EventReceiver {
     /// How many events of `batch` were taken: their slots are freed when it is empty again,
     /// so the buffer never holds more than the channel's capacity.
     taken: usize,
-    deadline: Option<Deadline>,
-    timeout_event: Option<Event>,
+    /// Boxed: most channels have no timeout and should not pay for one.
+    timeout: Option<Box<Timeout>>,
     error_event: bool,
     finished: bool,
 }
 
 /// The channel's overall timeout; the timer is made when the body is first polled, inside the
 /// runtime.
-struct Deadline {
+struct Timeout {
     at: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// Written last when the timeout ends the stream.
+    event: Option<Event>,
+    fired: bool,
 }
 
-impl Deadline {
-    fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> bool {
+impl Timeout {
+    /// Whether the timeout passed just now (it fires once).
+    fn poll_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.fired {
+            return false;
+        }
         let at = self.at;
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        sleep.as_mut().poll(cx).is_ready()
+        self.fired = sleep.as_mut().poll(cx).is_ready();
+        self.fired
     }
 }
 
@@ -403,11 +414,12 @@ impl Stream for EventReceiver {
                 .free_slots
                 .add_permits(std::mem::take(&mut this.taken));
         }
-        if let Some(deadline) = &mut this.deadline {
-            if deadline.poll_elapsed(cx) {
-                this.deadline = None;
-                this.shared.end(Ending::TimedOut);
-            }
+        if this
+            .timeout
+            .as_mut()
+            .is_some_and(|timeout| timeout.poll_fired(cx))
+        {
+            this.shared.end(Ending::TimedOut);
         }
         let mut state = this.shared.lock();
         if !state.queue.is_empty() {
@@ -422,7 +434,13 @@ impl Stream for EventReceiver {
         };
         let (reason, last) = match ending {
             Ending::Complete => (CloseReason::Completed, None),
-            Ending::TimedOut => (CloseReason::TimedOut, this.timeout_event.take().map(Ok)),
+            Ending::TimedOut => {
+                let last = this
+                    .timeout
+                    .as_mut()
+                    .and_then(|timeout| timeout.event.take());
+                (CloseReason::TimedOut, last.map(Ok))
+            }
             Ending::Error(error) => {
                 let error = error
                     .take()
