@@ -12,7 +12,10 @@ use std::{
     convert::Infallible,
     fmt,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
     task::{Context, Poll, Waker},
 };
 
@@ -209,6 +212,10 @@ struct Shared {
     name: Box<str>,
     lag_policy: LagPolicy,
     state: Mutex<State>,
+    /// How many times the waiting subscribers were woken (by a publish, or as the topic
+    /// ends). A subscriber parked since the latest round knows, without the lock, that there
+    /// is nothing new for it and that its waker is still registered.
+    rounds: AtomicU64,
 }
 
 struct State {
@@ -231,6 +238,7 @@ impl Topic {
                     subscribers: 0,
                     publishers: 1,
                 }),
+                rounds: AtomicU64::new(0),
             }),
         }
     }
@@ -247,7 +255,7 @@ impl Topic {
         let event = event.into();
         let mut state = self.shared.lock();
         let id = state.log.push(event);
-        let wakers = state.waiters.take_all();
+        let wakers = self.shared.take_waiting(&mut state);
         drop(state);
         wakers.into_iter().for_each(Waker::wake);
         id
@@ -296,7 +304,7 @@ impl Drop for Topic {
         let mut state = self.shared.lock();
         state.publishers -= 1;
         if state.publishers == 0 {
-            let wakers = state.waiters.take_all();
+            let wakers = self.shared.take_waiting(&mut state);
             drop(state);
             wakers.into_iter().for_each(Waker::wake);
         }
@@ -320,6 +328,13 @@ impl Shared {
         lock(&self.state)
     }
 
+    /// Takes the wakers of every waiting subscriber (to wake once the lock is released),
+    /// starting a new round.
+    fn take_waiting(&self, state: &mut State) -> Vec<Waker> {
+        self.rounds.fetch_add(1, Ordering::Release);
+        state.waiters.take_all()
+    }
+
     /// Registers a subscriber that reads from the event with id `next` on.
     fn subscriber(self: &Arc<Self>, state: &mut State, next: u64) -> Subscriber {
         state.subscribers += 1;
@@ -328,6 +343,7 @@ impl Shared {
             next,
             ready: Vec::new(),
             slot: state.waiters.insert(),
+            parked: None,
             done: false,
         }
     }
@@ -354,7 +370,37 @@ pub struct Subscriber {
     ready: Vec<Event>,
     /// Where its waker is kept in the topic's [`Waiters`].
     slot: usize,
+    /// Set while it waits at the end of the log with this waker registered.
+    parked: Option<Parked>,
     done: bool,
+}
+
+/// A subscriber's record of its registration: the round it was made in, and the waker.
+struct Parked {
+    round: u64,
+    waker: Waker,
+}
+
+impl Parked {
+    /// Registers `waker` in `slot` for the next event of a subscriber that has read everything
+    /// so far; `state` is the topic's, locked. Reuses the earlier record's waker when it is the
+    /// same.
+    fn register(
+        shared: &Shared,
+        state: &mut State,
+        slot: usize,
+        earlier: Option<Parked>,
+        waker: &Waker,
+    ) -> Parked {
+        state.waiters.register(slot, waker);
+        // Rounds only change under the lock, which is held: this is the current one.
+        let round = shared.rounds.load(Ordering::Relaxed);
+        let waker = match earlier {
+            Some(earlier) if earlier.waker.will_wake(waker) => earlier.waker,
+            _ => waker.clone(),
+        };
+        Parked { round, waker }
+    }
 }
 
 impl Subscriber {
@@ -375,12 +421,28 @@ impl Stream for Subscriber {
         if this.done {
             return Poll::Ready(None);
         }
+        // Nothing was published since it parked with this very waker: no need to lock.
+        if let Some(parked) = &this.parked {
+            if parked.round == this.shared.rounds.load(Ordering::Acquire)
+                && parked.waker.will_wake(cx.waker())
+            {
+                return Poll::Pending;
+            }
+        }
+        let parked = this.parked.take();
         let mut state = this.shared.lock();
         let missed = match state.log.read(this.next, READ_AHEAD) {
             Entry::Retained(event, after) => {
                 let event = event.clone();
                 this.next += 1 + after.len() as u64;
                 this.ready.extend(after.rev().cloned());
+                if this.next == state.log.next_id() && state.publishers > 0 {
+                    // At the end of a live log: register now, so that the poll that follows
+                    // this event finds out it has to wait without taking the lock.
+                    let registered =
+                        Parked::register(&this.shared, &mut state, this.slot, parked, cx.waker());
+                    this.parked = Some(registered);
+                }
                 drop(state);
                 return Poll::Ready(Some(Ok(event)));
             }
@@ -395,7 +457,9 @@ impl Stream for Subscriber {
                 return Poll::Ready(None);
             }
             Entry::Future => {
-                state.waiters.register(this.slot, cx.waker());
+                let registered =
+                    Parked::register(&this.shared, &mut state, this.slot, parked, cx.waker());
+                this.parked = Some(registered);
                 drop(state);
                 // Idle: give back the read-ahead buffer instead of holding it while nothing flows.
                 this.ready = Vec::new();

@@ -274,7 +274,10 @@ async fn concurrent_subscribers_see_every_event_or_an_exact_resync() {
     drop(topic);
     hub.remove("race");
     for task in tasks {
-        task.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("a subscriber did not end after its topic")
+            .unwrap();
     }
 }
 

@@ -209,10 +209,16 @@ async fn a_topic_resumes_after_an_id_then_goes_live() {
     topic.publish("7");
     drop(topic);
     hub.remove("t");
-    let mut got = Vec::new();
-    while let Some(event) = resumed.next().await {
-        got.push(event.unwrap().to_bytes());
-    }
+    // The topic is gone: the subscriber yields what it missed, then ends (a hang fails).
+    let got: Vec<Bytes> = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut got = Vec::new();
+        while let Some(event) = resumed.next().await {
+            got.push(event.unwrap().to_bytes());
+        }
+        got
+    })
+    .await
+    .expect("the subscriber did not end after its topic");
     let want: Vec<String> = (4..=7).map(|n| format!("data: {n}\nid: {n}\n\n")).collect();
     assert_eq!(got, want);
 
