@@ -359,8 +359,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// an [`SseBody`](crate::SseBody).
 ///
 /// It ends when the topic is gone (see [`Topic`]) and every event was read, or after the
-/// final notice of [`LagPolicy::Disconnect`]. Idle, it costs a few dozen bytes; the events it
-/// has not read yet live once, in the topic's log, for all subscribers.
+/// final notice of [`LagPolicy::Disconnect`]. Idle, it costs about a hundred bytes, its slot in
+/// the topic included; the events it has not read yet live once, in the topic's log, for all
+/// subscribers.
 pub struct Subscriber {
     shared: Arc<Shared>,
     /// The id of the next event to take from the log.
