@@ -90,7 +90,15 @@ impl Client {
     }
 
     pub async fn get(&mut self, path: &str) -> Response<Incoming> {
-        let request = Request::get(path)
+        self.send(Request::get(path)).await
+    }
+
+    pub async fn post(&mut self, path: &str) -> Response<Incoming> {
+        self.send(Request::post(path)).await
+    }
+
+    async fn send(&mut self, request: http::request::Builder) -> Response<Incoming> {
+        let request = request
             .header("host", "127.0.0.1")
             .body(Empty::new())
             .unwrap();
