@@ -205,15 +205,31 @@ async fn an_idle_producer_learns_at_once_that_the_client_left() {
     );
 }
 
+/// Opens a stream and queues the events "0" to "49" on it.
+async fn fifty_events_queued(
+    proto: Proto,
+) -> (
+    common::Client,
+    hyper::Response<hyper::body::Incoming>,
+    tower_sse::SseEmitter,
+) {
+    let (addr, mut emitters) = serve_emitters(ChannelBuilder::new(64)).await;
+    let (client, response) = get(addr, proto, "/").await;
+    let emitter = emitters.recv().await.unwrap();
+    for i in 0..50 {
+        emitter.send(format!("{i}")).await.unwrap();
+    }
+    (client, response, emitter)
+}
+
+fn fifty_data() -> Vec<String> {
+    (0..50).map(|i| i.to_string()).collect()
+}
+
 #[tokio::test]
 async fn complete_ends_cleanly_after_everything_queued() {
     for proto in [Proto::Http1, Proto::Http2] {
-        let (addr, mut emitters) = serve_emitters(ChannelBuilder::new(64)).await;
-        let (_client, response) = get(addr, proto, "/").await;
-        let emitter = emitters.recv().await.unwrap();
-        for i in 0..50 {
-            emitter.send(format!("{i}")).await.unwrap();
-        }
+        let (_client, response, emitter) = fifty_events_queued(proto).await;
         emitter.complete();
         let err = emitter.send("after").await.unwrap_err();
         assert_eq!(err.kind(), SendErrorKind::Closed(CloseReason::Completed));
@@ -227,7 +243,7 @@ async fn complete_ends_cleanly_after_everything_queued() {
         let received = read_body(response.into_body()).await;
         assert!(received.error.is_none(), "{proto:?}: {:?}", received.error);
         let data: Vec<String> = received.events().into_iter().map(|e| e.data).collect();
-        assert_eq!(data, (0..50).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert_eq!(data, fifty_data());
         assert_eq!(emitter.closed().await, CloseReason::Completed);
     }
 }
@@ -235,12 +251,7 @@ async fn complete_ends_cleanly_after_everything_queued() {
 #[tokio::test]
 async fn complete_with_error_aborts_after_everything_queued() {
     for proto in [Proto::Http1, Proto::Http2] {
-        let (addr, mut emitters) = serve_emitters(ChannelBuilder::new(64)).await;
-        let (_client, response) = get(addr, proto, "/").await;
-        let emitter = emitters.recv().await.unwrap();
-        for i in 0..50 {
-            emitter.send(format!("{i}")).await.unwrap();
-        }
+        let (_client, response, emitter) = fifty_events_queued(proto).await;
         emitter.complete_with_error("the model failed");
         let err = emitter.send("after").await.unwrap_err();
         assert_eq!(err.kind(), SendErrorKind::Closed(CloseReason::Error));
@@ -250,11 +261,7 @@ async fn complete_with_error_aborts_after_everything_queued() {
             "{proto:?}: the client saw a clean end"
         );
         let data: Vec<String> = received.events().into_iter().map(|e| e.data).collect();
-        assert_eq!(
-            data,
-            (0..50).map(|i| i.to_string()).collect::<Vec<_>>(),
-            "{proto:?}"
-        );
+        assert_eq!(data, fifty_data(), "{proto:?}");
         assert_eq!(emitter.closed().await, CloseReason::Error);
     }
 }

@@ -1,6 +1,10 @@
 //! The decoder against the WHATWG "Server-sent events" interpretation algorithm, rule by rule,
 //! with every input also fed in every chunking that matters.
 
+mod common;
+
+use common::split;
+
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -763,20 +767,6 @@ fn stream_bytes() -> impl Strategy<Value = Vec<u8>> {
         any::<u8>().prop_map(|b| vec![b]),
     ];
     prop::collection::vec(piece, 0..48).prop_map(|pieces| pieces.concat())
-}
-
-/// The input cut at the given points (taken modulo its length, in any order).
-fn split<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    cuts.sort_unstable();
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    for cut in cuts {
-        chunks.push(&input[start..cut]);
-        start = cut;
-    }
-    chunks.push(&input[start..]);
-    chunks
 }
 
 proptest! {

@@ -1,6 +1,10 @@
 //! Encoder and decoder against each other: whatever an `Event` is built from, a browser-exact
 //! parser receives exactly that event back, however the bytes are chunked.
 
+mod common;
+
+use common::split;
+
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -142,20 +146,6 @@ fn expected(spec: &Spec) -> MessageEvent {
         data: data.join("\n"),
         last_event_id: spec.id.clone().unwrap_or_default(),
     }
-}
-
-/// The input cut at the given points (taken modulo its length, in any order).
-fn split<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    cuts.sort_unstable();
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    for cut in cuts {
-        chunks.push(&input[start..cut]);
-        start = cut;
-    }
-    chunks.push(&input[start..]);
-    chunks
 }
 
 fn parse(chunks: &[&[u8]]) -> (Vec<MessageEvent>, Parser) {

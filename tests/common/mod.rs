@@ -177,3 +177,17 @@ pub async fn read_at_least(body: &mut Incoming, bytes: &mut Vec<u8>, len: usize)
     .await
     .expect("the expected bytes did not arrive within 10 s")
 }
+
+/// The input cut at the given points (taken modulo its length, in any order).
+pub fn split<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for cut in cuts {
+        chunks.push(&input[start..cut]);
+        start = cut;
+    }
+    chunks.push(&input[start..]);
+    chunks
+}
