@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 /// How many bytes of field lines an event holds inside itself: enough for a typical token
 /// (`id`, `event` and a few words of data), which is then built without any allocation.
-const INLINE_CAPACITY: usize = 54;
+const INLINE_CAPACITY: usize = 40;
 
 /// The smallest buffer an event allocates once its lines outgrow the inline room, so a typical
 /// event needs at most one allocation however many builder calls it takes.
@@ -50,7 +50,7 @@ pub struct Event {
 enum Lines {
     /// Field lines, without the blank line that ends the event.
     Inline {
-        len: u8,
+        len: usize,
         bytes: [u8; INLINE_CAPACITY],
     },
     /// Field lines, without the blank line that ends the event.
@@ -330,7 +330,7 @@ impl Lines {
     #[inline(always)]
     fn as_slice(&self) -> &[u8] {
         match self {
-            Lines::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Lines::Inline { len, bytes } => &bytes[..*len],
             Lines::Heap(lines) => lines,
             Lines::Shared(bytes) => &bytes[..bytes.len().saturating_sub(1)],
         }
@@ -342,7 +342,7 @@ impl Lines {
     fn reserve(&mut self, additional: usize) {
         match self {
             Lines::Heap(lines) => lines.reserve(additional),
-            Lines::Inline { len, .. } if usize::from(*len) + additional <= INLINE_CAPACITY => {}
+            Lines::Inline { len, .. } if *len + additional <= INLINE_CAPACITY => {}
             Lines::Inline { .. } | Lines::Shared(_) => {
                 *self = Lines::Heap(self.take_vec(additional))
             }
@@ -373,15 +373,14 @@ impl Lines {
             Lines::Heap(lines) => return append_line(lines, prefix, value),
             Lines::Shared(_) => {}
             Lines::Inline { len, bytes } => {
-                let start = usize::from(*len);
+                let start = *len;
                 if let Some(room) = bytes.get_mut(start..start + line) {
                     let (head, tail) = room.split_at_mut(prefix.len());
                     let (middle, lf) = tail.split_at_mut(value.len());
                     head.copy_from_slice(prefix);
                     middle.copy_from_slice(value);
                     lf.fill(b'\n');
-                    // The line fits, so the length stays within INLINE_CAPACITY < 256.
-                    *len = (start + line) as u8;
+                    *len = start + line;
                     return;
                 }
             }
@@ -400,8 +399,8 @@ impl Lines {
         };
         let end = memchr::memchr(b'\n', &lines[start..]).map_or(lines.len(), |i| start + i + 1);
         if let Lines::Inline { len, bytes } = self {
-            bytes.copy_within(end..usize::from(*len), start);
-            *len -= (end - start) as u8;
+            bytes.copy_within(end..*len, start);
+            *len -= end - start;
         } else {
             let mut lines = self.take_vec(0);
             lines.drain(start..end);
