@@ -15,8 +15,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use axum::{
     extract::{FromRequest, Request, State},
     http::{HeaderMap, Method, Uri},
@@ -24,7 +22,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use common::{ApiError, Ask, Config};
+use common::{ApiError, Ask, Config, Model};
 use tower_sse::{EventReceiver, SseBody};
 
 #[tokio::main]
@@ -50,7 +48,7 @@ async fn main() -> std::io::Result<()> {
         .fallback(
             |method: Method, uri: Uri| async move { common::static_file(&method, uri.path()) },
         )
-        .with_state(config.delay)
+        .with_state(config.model())
         // The last layer added is the outermost: the SSE layer (keep-alives, SSE headers,
         // ending streams on shutdown) around CORS, around the routes.
         .layer(config.cors())
@@ -65,9 +63,9 @@ async fn main() -> std::io::Result<()> {
 
 /// Like the Spring handler: make an emitter, hand it to a task that produces the answer, and
 /// return at once. The response streams while the task sends.
-async fn gpt_stream(State(delay): State<Duration>, ask: Ask) -> SseBody<EventReceiver> {
+async fn gpt_stream(State(model): State<Model>, ask: Ask) -> SseBody<EventReceiver> {
     let (emitter, body) = tower_sse::channel(common::CHANNEL_CAPACITY);
-    tokio::spawn(common::stream_answer(emitter, ask, delay));
+    tokio::spawn(common::stream_answer(emitter, ask, model));
     // With the `axum` feature, the body is a response: 200 with the event-stream headers.
     body
 }

@@ -15,10 +15,10 @@
 
 mod common;
 
-use std::{convert::Infallible, time::Duration};
+use std::convert::Infallible;
 
 use bytes::Bytes;
-use common::{ApiError, Config};
+use common::{ApiError, Config, Model};
 use http::{Method, Request, Response};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
 use hyper::body::Incoming;
@@ -49,12 +49,12 @@ async fn main() -> std::io::Result<()> {
 
     // The whole app as one tower service: the router inside CORS, inside the SSE layer
     // (keep-alives, SSE headers, ending streams on shutdown).
-    let delay = config.delay;
+    let model = config.model();
     let feed = common::events::Feed::start();
     let app = ServiceBuilder::new()
         .layer(common::sse_layer(shutdown.clone()))
         .layer(config.cors())
-        .service_fn(move |request: Request<Incoming>| route(request, delay, feed.clone()));
+        .service_fn(move |request: Request<Incoming>| route(request, model.clone(), feed.clone()));
 
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
@@ -88,7 +88,7 @@ async fn main() -> std::io::Result<()> {
 /// Routes a request by hand: the API, or else the page and its script.
 async fn route(
     request: Request<Incoming>,
-    delay: Duration,
+    model: Model,
     feed: common::events::Feed,
 ) -> Result<Response<Body>, Infallible> {
     let response = match (request.method(), request.uri().path()) {
@@ -104,7 +104,7 @@ async fn route(
                 // Like the Spring handler: make an emitter, hand it to a task that produces
                 // the answer, and return at once. The response streams while the task sends.
                 let (emitter, body) = tower_sse::channel(common::CHANNEL_CAPACITY);
-                tokio::spawn(common::stream_answer(emitter, ask, delay));
+                tokio::spawn(common::stream_answer(emitter, ask, model));
                 // 200 with the event-stream headers.
                 tower_sse::response(boxed(body))
             }

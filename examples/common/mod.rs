@@ -12,15 +12,19 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_sse::{BoxError, Event, EventError, SseEmitter, SseLayer};
+use tower_sse::{BoxError, Event, SseEmitter, SseLayer};
 use tracing::info;
 
 pub mod events;
+pub mod model;
+
+pub use model::Model;
 
 /// The largest request body `POST /gpt-stream` accepts.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -117,6 +121,11 @@ impl Config {
             delay,
             allowed_origins,
         })
+    }
+
+    /// The model that answers every route.
+    pub fn model(&self) -> Model {
+        Model::Echo { delay: self.delay }
     }
 
     /// CORS for pages served from another origin, as in the article where the page and the
@@ -410,24 +419,27 @@ pub fn static_file(method: &Method, path: &str) -> Response<Full<Bytes>> {
 // ---------------------------------------------------------------------------------------------
 
 /// Streams the answer to `ask` through `emitter`, like the Spring handler's worker thread:
-/// one piece per `delay`, then `complete()`. It stops as soon as the stream is over for any
-/// other reason (the client went away, the server is shutting down), so no work is done for
-/// nobody.
-///
-/// The stand-in model answers by echoing the query one character (Unicode scalar value) at a
-/// time: a piece never splits a UTF-8 sequence, but may split a grapheme such as 👨‍👩‍👧 or
-/// e + ◌́, just as a real model's tokens may. Clients must only concatenate the pieces.
-pub async fn stream_answer(emitter: SseEmitter, ask: Ask, delay: Duration) {
+/// each piece of the model's answer as it comes, then `complete()`. It stops as soon as the
+/// stream is over for any other reason (the client went away, the server is shutting down), so
+/// no work is done for nobody.
+pub async fn stream_answer(emitter: SseEmitter, ask: Ask, model: Model) {
     let total = ask.query.chars().count();
     info!(total, format = ?ask.format, "streaming an answer");
 
-    for (sent, piece) in ask.query.chars().enumerate() {
-        // "Think" for a while, but stop at once if the stream ends meanwhile.
-        tokio::select! {
+    let mut pieces = model.answer(&ask.query);
+    let mut sent = 0;
+    loop {
+        // Wait for the model, but stop at once if the stream ends meanwhile.
+        let piece = tokio::select! {
             reason = emitter.closed() => return stopped(reason, sent, total),
-            () = think(delay) => {}
-        }
-        let event = match piece_event(piece, ask.format) {
+            piece = pieces.next() => piece,
+        };
+        let event = match piece {
+            None => break,
+            Some(Ok(piece)) => piece_event(&piece, ask.format),
+            Some(Err(error)) => Err(error),
+        };
+        let event = match event {
             Ok(event) => event,
             // Like Spring's `completeWithError`: the client sees the stream fail.
             Err(error) => return emitter.complete_with_error(error),
@@ -436,25 +448,18 @@ pub async fn stream_answer(emitter: SseEmitter, ask: Ask, delay: Duration) {
             // The event came back: the stream is over, and the error says why.
             return stopped(error, sent, total);
         }
+        sent += 1;
     }
 
     emitter.complete();
     info!(total, "answer complete");
 }
 
-/// The model's pause before a piece. With no delay it sends as fast as the client reads, since
-/// `send` waits while the channel is full (even a zero-length timer would take a tick).
-async fn think(delay: Duration) {
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-}
-
 /// The event for one piece of the answer.
-fn piece_event(piece: char, format: Format) -> Result<Event, EventError> {
+fn piece_event(piece: &str, format: Format) -> Result<Event, BoxError> {
     match format {
-        Format::Json => Event::new().json_data(&piece),
-        Format::Text => Ok(Event::new().data(piece.encode_utf8(&mut [0; 4]))),
+        Format::Json => Ok(Event::new().json_data(piece)?),
+        Format::Text => Ok(Event::new().data(piece)),
     }
 }
 
