@@ -18,7 +18,7 @@ sudo=()
 [ "$(id -u)" = 0 ] || sudo=(sudo)
 echo "system packages: installing ${needed[*]}"
 "${sudo[@]}" apt-get update -qq
-DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${needed[@]}"
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${needed[@]}"
 # The packages' own services are not wanted: the tests start their own on free loopback ports.
 for service in nginx redis-server; do
   if command -v systemctl >/dev/null 2>&1; then "${sudo[@]}" systemctl stop "$service" 2>/dev/null || true; fi
