@@ -406,3 +406,14 @@ mod tests {
         assert!(at >= due && at - due <= Duration::from_millis(10));
     }
 }
+
+/// An empty body, passed through untouched, for middlewares that answer with a response of their
+/// own: tower-http's `TimeoutLayer` outside an [`SseLayer`](super::SseLayer) makes its `408`
+/// from `B::default()`. Such a response was never served through the layer, so no handle
+/// hears of it.
+impl<B: Body + Default> Default for SseLayerBody<B> {
+    fn default() -> Self {
+        let (_, tracker) = Tracker::start(super::SseLayer::new().config);
+        Self::pass_through(B::default(), tracker)
+    }
+}
