@@ -33,12 +33,19 @@ async fn the_optional_extractor_is_the_handle_behind_the_layer_and_none_without_
         .route("/", route_get(handler))
         .layer(SseLayer::new());
     let without_layer = Router::new().route("/", route_get(handler));
-    for (router, want) in [(with_layer, "handle, open: true"), (without_layer, "no handle")] {
+    for (router, want) in [
+        (with_layer, "handle, open: true"),
+        (without_layer, "no handle"),
+    ] {
         let addr = serve(router).await;
         for proto in [Proto::Http1, Proto::Http2] {
             let (_client, response) = get(addr, proto, "/").await;
             assert_eq!(response.status(), StatusCode::OK, "{want} over {proto:?}");
-            assert_eq!(read_body(response.into_body()).await.text(), want, "{proto:?}");
+            assert_eq!(
+                read_body(response.into_body()).await.text(),
+                want,
+                "{proto:?}"
+            );
         }
     }
 }

@@ -510,7 +510,12 @@ const SEVEN: EventId = EventId::new("7");
 #[test]
 fn checked_names_and_ids_write_what_the_fallible_builders_write() {
     let checked = Event::new().event_name(TOKEN).event_id(SEVEN).data("x");
-    let fallible = Event::new().event("token").unwrap().id("7").unwrap().data("x");
+    let fallible = Event::new()
+        .event("token")
+        .unwrap()
+        .id("7")
+        .unwrap()
+        .data("x");
     assert_eq!(wire(&checked), wire(&fallible));
     assert_eq!(TOKEN.as_str(), "token");
     assert_eq!(SEVEN.as_str(), "7");
@@ -548,9 +553,17 @@ fn data_bytes_is_data_for_utf8() {
         let from_bytes = Event::new()
             .data_bytes(Bytes::copy_from_slice(text.as_bytes()))
             .unwrap();
-        assert_eq!(wire(&from_bytes), wire(&Event::new().data(text)), "{text:?}");
+        assert_eq!(
+            wire(&from_bytes),
+            wire(&Event::new().data(text)),
+            "{text:?}"
+        );
         let from_slice = Event::new().data_bytes(text.as_bytes()).unwrap();
-        assert_eq!(wire(&from_slice), wire(&Event::new().data(text)), "{text:?}");
+        assert_eq!(
+            wire(&from_slice),
+            wire(&Event::new().data(text)),
+            "{text:?}"
+        );
     }
 }
 
@@ -637,7 +650,11 @@ fn encoded_events_share_their_bytes_across_clones() {
     let copies: Vec<Event> = (0..4).map(|_| Event::from(encoded.clone())).collect();
     for copy in &copies {
         assert_eq!(copy.to_bytes(), want);
-        assert_eq!(copy.to_bytes().as_ptr(), encoded.as_bytes().as_ptr(), "copied");
+        assert_eq!(
+            copy.to_bytes().as_ptr(),
+            encoded.as_bytes().as_ptr(),
+            "copied"
+        );
     }
     assert_eq!(EncodedEvent::from(copies[0].clone()), encoded);
     assert_eq!(encoded.clone().into_bytes(), want);

@@ -15,7 +15,9 @@ use std::{convert::Infallible, env, time::Duration};
 
 use futures::{stream, Stream, StreamExt};
 use http::{HeaderMap, Response, StatusCode};
-use tower_sse::{Event, EventName, Hub, LastEventId, LastEventIdError, ReplayError, SseBody, Topic};
+use tower_sse::{
+    Event, EventName, Hub, LastEventId, LastEventIdError, ReplayError, SseBody, Topic,
+};
 use tracing::{info, warn};
 
 use super::ApiError;
