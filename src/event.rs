@@ -84,6 +84,18 @@ impl EventField {
 /// Why an [`Event`] builder call refused its input.
 ///
 /// Nothing is written when an error is returned: an event can never carry a half-written field.
+///
+/// ```
+/// use tower_sse::{Event, EventError, EventField};
+///
+/// let from_a_client = "name\r\nevent: injected";
+/// match Event::new().event(from_a_client) {
+///     Err(EventError::InvalidCharacter { field, character, position }) => {
+///         assert_eq!((field, character, position), (EventField::Event, '\r', 4));
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum EventError {

@@ -78,6 +78,27 @@ where
 /// Every byte read, through either method, goes through one [`Parser`], so
 /// [`next_event`](EventReader::next_event) after a few [`next_frame`](EventReader::next_frame)
 /// calls returns the events those frames completed first.
+///
+/// ```
+/// use tower_sse::{channel, test::EventReader, Event, EventName};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_sse::BoxError> {
+/// const DONE: EventName = EventName::new("done");
+/// let (emitter, body) = channel(4);
+/// emitter.send(Event::new().id("1")?.data("piece")).await?;
+/// // Without a data line, a browser would dispatch nothing, and neither does the reader.
+/// emitter.send(Event::new().event_name(DONE).data("")).await?;
+/// emitter.complete();
+///
+/// let mut reader = EventReader::new(body);
+/// let piece = reader.next_event().await?.unwrap();
+/// assert_eq!((&*piece.data, &*piece.last_event_id), ("piece", "1"));
+/// assert_eq!(reader.next_event().await?.unwrap().event, "done");
+/// assert!(reader.next_event().await?.is_none());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct EventReader<B> {
     body: Pin<Box<B>>,

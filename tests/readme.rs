@@ -49,7 +49,9 @@ fn blocks(info: &str) -> Vec<&'static str> {
         .split(fence.as_str())
         .skip(1)
         .map(|rest| {
-            let end = rest.find("```").expect("an unclosed code block in the README");
+            let end = rest
+                .find("```")
+                .expect("an unclosed code block in the README");
             &rest[..end]
         })
         .collect()
@@ -62,7 +64,11 @@ fn the_readme_shows_the_code_this_file_runs() {
         .into_iter()
         .find(|block| block.contains("channel(16)"))
         .expect("the README's quick start");
-    for line in quick_start.lines().map(str::trim).filter(|line| !line.is_empty()) {
+    for line in quick_start
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+    {
         assert!(
             this_file.contains(line),
             "the README's quick start has a line this test does not run: {line:?}"
@@ -88,5 +94,8 @@ fn the_readme_curl_lines_work_in_zsh() {
             }
         }
     }
-    assert!(curls >= 3, "only {curls} URLs found in the README's commands");
+    assert!(
+        curls >= 3,
+        "only {curls} URLs found in the README's commands"
+    );
 }

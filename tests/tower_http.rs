@@ -34,8 +34,14 @@ use tokio::{
 };
 use tower::ServiceBuilder;
 use tower_http::{
-    compression::CompressionLayer, cors::CorsLayer, limit::RequestBodyLimitLayer,
-    timeout::TimeoutLayer, trace::TraceLayer,
+    compression::CompressionLayer,
+    cors::CorsLayer,
+    limit::RequestBodyLimitLayer,
+    timeout::TimeoutLayer,
+    trace::{
+        DefaultMakeSpan, DefaultOnRequest, DefaultOnResponse, HttpMakeClassifier, OnBodyChunk,
+        TraceLayer,
+    },
 };
 use tower_sse::{Event, EventName, SseConnection, SseLayer};
 use tracing_subscriber::layer::SubscriberExt;
@@ -58,21 +64,26 @@ struct Probe {
     chunks: mpsc::UnboundedSender<Bytes>,
 }
 
-fn trace(
-    probe: &Probe,
-) -> TraceLayer<
-    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
-    tower_http::trace::DefaultMakeSpan,
-    tower_http::trace::DefaultOnRequest,
-    tower_http::trace::DefaultOnResponse,
-    impl Fn(&Bytes, Duration, &tracing::Span) + Clone,
-> {
-    let chunks = probe.chunks.clone();
-    TraceLayer::new_for_http().on_body_chunk(
-        move |chunk: &Bytes, _: Duration, _: &tracing::Span| {
-            let _ = chunks.send(chunk.clone());
-        },
-    )
+/// TraceLayer with an `on_body_chunk` hook that hands each chunk to the test.
+type Trace = TraceLayer<
+    HttpMakeClassifier,
+    DefaultMakeSpan,
+    DefaultOnRequest,
+    DefaultOnResponse,
+    RecordChunks,
+>;
+
+#[derive(Clone)]
+struct RecordChunks(mpsc::UnboundedSender<Bytes>);
+
+impl OnBodyChunk<Bytes> for RecordChunks {
+    fn on_body_chunk(&mut self, chunk: &Bytes, _: Duration, _: &tracing::Span) {
+        let _ = self.0.send(chunk.clone());
+    }
+}
+
+fn trace(probe: &Probe) -> Trace {
+    TraceLayer::new_for_http().on_body_chunk(RecordChunks(probe.chunks.clone()))
 }
 
 /// Reports every TraceLayer span (named `request`) that closes. `#[tokio::test]` runs the server and the
