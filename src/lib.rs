@@ -74,7 +74,7 @@
 //!   request that tells how and when its response ended. Its service, response future and
 //!   body live in [`layer`], as tower-http keeps them beside each middleware.
 //! * [`Parser`] decodes an event stream exactly as a browser's `EventSource` does, and
-//!   [`test`] reads your handlers' responses with it in your own tests.
+//!   [`test`](mod@test) reads your handlers' responses with it in your own tests.
 //! * [`Hub`] broadcasts to many subscribers, each event encoded once, with bounded queues and
 //!   a [`LagPolicy`]; its topics keep a [`ReplayLog`] so a client that reconnects with a
 //!   [`LastEventId`] resumes with no gap and no duplicate.
