@@ -99,3 +99,29 @@ fn the_readme_curl_lines_work_in_zsh() {
         "only {curls} URLs found in the README's commands"
     );
 }
+
+#[test]
+fn the_readme_recommends_the_tower_http_order_that_tests_tower_http_runs() {
+    let block = blocks("rust,ignore")
+        .into_iter()
+        .find(|block| block.contains("TraceLayer"))
+        .expect("the README's tower-http order");
+    let order: Vec<&str> = block
+        .split(".layer(")
+        .skip(2) // the text before the first `.layer(`, and the router's `.layer(ServiceBuilder`
+        .map(|rest| rest.split(['(', ':']).next().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "TraceLayer",
+            "RequestBodyLimitLayer",
+            "CorsLayer",
+            "TimeoutLayer",
+            "CompressionLayer",
+            "SseLayer"
+        ]
+    );
+    let tested = include_str!("tower_http.rs");
+    assert!(tested.contains("trace, limit, cors, timeout_layer, compression, sse;"));
+}
