@@ -128,12 +128,15 @@ class ExampleProcess {
  * POSTs `query` to `/gpt-stream` with fetch-event-source and collects what it delivers.
  * Resolves when the stream ends (`onclose`) or `signal` aborts it; rejects on any error,
  * never retrying. `pieces` holds each message's decoded text and its arrival time in ms
- * after the request was started; `openedAt` is when the response headers arrived.
+ * after the request was started; `openedAt` is when the response headers arrived; `done`
+ * (or `shutdown`) is set when the final event of that name arrived.
  */
 export async function streamAnswer(baseUrl, query, { format, signal, onPiece, headers = {} } = {}) {
   const url = new URL('/gpt-stream', baseUrl);
   if (format) url.searchParams.set('format', format);
-  const result = { status: 0, contentType: null, pieces: [], closed: false, text: '' };
+  const result = {
+    status: 0, contentType: null, pieces: [], closed: false, text: '', done: false, shutdown: false,
+  };
   const started = performance.now();
   await fetchEventSource(url.href, {
     method: 'POST',
@@ -151,6 +154,11 @@ export async function streamAnswer(baseUrl, query, { format, signal, onPiece, he
       }
     },
     onmessage(message) {
+      // `done` ends every complete answer, `shutdown` one the server cut short: not pieces.
+      if (message.event === 'done' || message.event === 'shutdown') {
+        result[message.event] = true;
+        return;
+      }
       const piece = format === 'text' ? message.data : JSON.parse(message.data);
       result.pieces.push({ piece, at: performance.now() - started, event: message.event });
       result.text += piece;

@@ -32,6 +32,20 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for crate::SseConnection
     }
 }
 
+/// Extracts `Option<SseConnection>`: the handle when [`SseLayer`](crate::SseLayer) is around the
+/// handler, `None` when it is not; it never fails, so a handler can serve with or without the
+/// layer.
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for crate::SseConnection {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Self>().cloned())
+    }
+}
+
 /// Extracts the client's `Last-Event-ID`; a request without one is rejected with
 /// `400 Bad Request`. Take `Option<LastEventId>` to accept requests without it.
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for crate::LastEventId {

@@ -29,9 +29,12 @@ const JSON_CAPACITY: usize = 256;
 /// the earlier value; [`data`](Event::data) and [`comment`](Event::comment) add lines.
 ///
 /// ```
-/// use tower_sse::Event;
+/// use tower_sse::{Event, EventName};
 ///
-/// let event = Event::new().event("token")?.id("7")?.data(" world");
+/// const TOKEN: EventName = EventName::new("token"); // checked when the program is built
+///
+/// let id = 7.to_string(); // known only at run time: checked by `id`, with a typed error
+/// let event = Event::new().event_name(TOKEN).id(id)?.data(" world");
 /// assert_eq!(&event.to_bytes()[..], b"event: token\nid: 7\ndata:  world\n\n");
 /// # Ok::<(), tower_sse::EventError>(())
 /// ```
@@ -81,6 +84,18 @@ impl EventField {
 /// Why an [`Event`] builder call refused its input.
 ///
 /// Nothing is written when an error is returned: an event can never carry a half-written field.
+///
+/// ```
+/// use tower_sse::{Event, EventError, EventField};
+///
+/// let from_a_client = "name\r\nevent: injected";
+/// match Event::new().event(from_a_client) {
+///     Err(EventError::InvalidCharacter { field, character, position }) => {
+///         assert_eq!((field, character, position), (EventField::Event, '\r', 4));
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum EventError {
@@ -94,6 +109,8 @@ pub enum EventError {
         /// Its byte offset in the value.
         position: usize,
     },
+    /// The bytes given to [`Event::data_bytes`] are not UTF-8, which every event stream is.
+    NotUtf8(std::str::Utf8Error),
     /// The value given to [`Event::json_data`] could not be serialised.
     #[cfg(feature = "json")]
     Json(serde_json::Error),
@@ -113,6 +130,7 @@ impl fmt::Display for EventError {
                 character_name(*character),
                 position
             ),
+            EventError::NotUtf8(err) => write!(f, "SSE `data` bytes are not UTF-8: {err}"),
             #[cfg(feature = "json")]
             EventError::Json(err) => write!(f, "SSE `data` could not be serialised as JSON: {err}"),
         }
@@ -132,6 +150,7 @@ impl std::error::Error for EventError {
         match self {
             #[cfg(feature = "json")]
             EventError::Json(err) => Some(err),
+            EventError::NotUtf8(err) => Some(err),
             EventError::InvalidCharacter { .. } => None,
         }
     }
@@ -153,6 +172,37 @@ impl Event {
         let text = text.as_ref().as_bytes();
         write_lines(self.lines_mut(0), b"data: ", text);
         self
+    }
+
+    /// Adds UTF-8 bytes (a `Bytes`, a `&[u8]`, a `Vec<u8>`) as data, exactly as
+    /// [`data`](Event::data) adds text.
+    ///
+    /// Fails with [`EventError::NotUtf8`], adding nothing, if they are not UTF-8: an event
+    /// stream is UTF-8, and a client would turn the bytes into U+FFFD.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tower_sse::{Event, EventError};
+    ///
+    /// let event = Event::new().data_bytes(Bytes::from_static(b"caf\xC3\xA9"))?;
+    /// assert_eq!(&event.to_bytes()[..], "data: café\n\n".as_bytes());
+    /// assert!(matches!(Event::new().data_bytes(b"\xFF"), Err(EventError::NotUtf8(_))));
+    /// # Ok::<(), EventError>(())
+    /// ```
+    pub fn data_bytes(self, bytes: impl AsRef<[u8]>) -> Result<Self, EventError> {
+        let text = std::str::from_utf8(bytes.as_ref()).map_err(EventError::NotUtf8)?;
+        Ok(self.data(text))
+    }
+
+    /// Starts writing data with `write!`, straight into the event; [`DataWriter::finish`] gives
+    /// the event back. The text is split into `data: ` lines as [`data`](Event::data) splits it.
+    pub fn data_writer(mut self) -> DataWriter {
+        DataWriter {
+            lines: self.lines.take_vec(MIN_CAPACITY),
+            fields: self.fields,
+            line_start: true,
+            after_cr: false,
+        }
     }
 
     /// Adds the text as a comment: one `: text` line per line of it (`:` alone for an empty
@@ -191,6 +241,22 @@ impl Event {
         check_value(EventField::Id, id, |b| matches!(b, b'\r' | b'\n' | 0))?;
         self.set_line(Slot::Id, id.as_bytes());
         Ok(self)
+    }
+
+    /// Sets the event type from a name checked when it was made, so it cannot fail: the
+    /// infallible [`event`](Event::event) for names known when the program is written.
+    #[inline(always)]
+    pub fn event_name(mut self, name: EventName) -> Self {
+        self.set_line(Slot::Event, name.0.as_bytes());
+        self
+    }
+
+    /// Sets the event id from an id checked when it was made, so it cannot fail: the
+    /// infallible [`id`](Event::id) for ids known when the program is written.
+    #[inline(always)]
+    pub fn event_id(mut self, id: EventId) -> Self {
+        self.set_line(Slot::Id, id.0.as_bytes());
+        self
     }
 
     /// Adds the value serialised as JSON as data, written straight into the event.
@@ -241,6 +307,15 @@ impl Event {
     #[inline(always)]
     pub fn encoded_len(&self) -> usize {
         self.lines.as_slice().len() + 1
+    }
+
+    /// Encodes the event once into an [`EncodedEvent`], whose clones share the bytes: for
+    /// sending one event to many clients.
+    pub fn encode(self) -> EncodedEvent {
+        EncodedEvent {
+            fields: self.fields,
+            bytes: self.into_bytes(),
+        }
     }
 
     /// Turns the event into its finished encoding, shared by reference count, so that clones
@@ -495,6 +570,241 @@ fn write_lines(lines: &mut Lines, prefix: &[u8], text: &[u8]) {
             }
             None => return,
         }
+    }
+}
+
+/// An event type known when the program is written, checked once: [`Event::event_name`] then
+/// sets it without a `Result`.
+///
+/// Define it in a `const`, so that a name that would inject lines fails the build:
+///
+/// ```
+/// use tower_sse::{Event, EventName};
+///
+/// const TOKEN: EventName = EventName::new("token");
+///
+/// let event = Event::new().event_name(TOKEN).data("Hel");
+/// assert_eq!(&event.to_bytes()[..], b"event: token\ndata: Hel\n\n");
+/// ```
+///
+/// ```compile_fail
+/// # use tower_sse::EventName;
+/// const BROKEN: EventName = EventName::new("a\nb"); // error: evaluation of constant failed
+/// ```
+///
+/// Names only known at run time go through [`Event::event`], which returns the typed
+/// [`EventError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventName(&'static str);
+
+impl EventName {
+    /// The name, checked: it panics on a CR or LF, which in a `const` is a build error.
+    pub const fn new(name: &'static str) -> Self {
+        assert!(
+            const_position(name.as_bytes(), false).is_none(),
+            "an SSE event name cannot hold a CR or LF"
+        );
+        EventName(name)
+    }
+
+    /// The name as text.
+    pub const fn as_str(&self) -> &'static str {
+        self.0
+    }
+}
+
+/// An event id known when the program is written, checked once: [`Event::event_id`] then sets
+/// it without a `Result`.
+///
+/// ```
+/// use tower_sse::{Event, EventId};
+///
+/// const WELCOME: EventId = EventId::new("welcome-1");
+///
+/// let event = Event::new().event_id(WELCOME).data("hi");
+/// assert_eq!(&event.to_bytes()[..], b"id: welcome-1\ndata: hi\n\n");
+/// ```
+///
+/// ```compile_fail
+/// # use tower_sse::EventId;
+/// const BROKEN: EventId = EventId::new("a\0b"); // error: evaluation of constant failed
+/// ```
+///
+/// Ids only known at run time go through [`Event::id`], which returns the typed
+/// [`EventError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventId(&'static str);
+
+impl EventId {
+    /// The id, checked: it panics on a CR, LF or NUL, which in a `const` is a build error.
+    pub const fn new(id: &'static str) -> Self {
+        assert!(
+            const_position(id.as_bytes(), true).is_none(),
+            "an SSE event id cannot hold a CR, LF or NUL"
+        );
+        EventId(id)
+    }
+
+    /// The id as text.
+    pub const fn as_str(&self) -> &'static str {
+        self.0
+    }
+}
+
+/// Where the first CR or LF (and NUL, with `nul`) of `value` is, in a form `const fn` accepts.
+const fn const_position(value: &[u8], nul: bool) -> Option<usize> {
+    let mut i = 0;
+    while i < value.len() {
+        let b = value[i];
+        if b == b'\r' || b == b'\n' || (nul && b == 0) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Writes an event's data with `write!`, straight into the event: no `String` in between.
+///
+/// Made by [`Event::data_writer`]; [`finish`](DataWriter::finish) gives the event back. The text
+/// is split into `data: ` lines exactly as [`Event::data`] splits it, even where a line break
+/// falls across two writes (`\r` in one, `\n` in the next is one break).
+///
+/// ```
+/// use std::fmt::Write;
+/// use tower_sse::Event;
+///
+/// let mut writer = Event::new().data_writer();
+/// write!(writer, "{} of {}", 3, 10)?;
+/// writeln!(writer)?;
+/// write!(writer, "done")?;
+/// let event = writer.finish();
+/// assert_eq!(&event.to_bytes()[..], b"data: 3 of 10\ndata: done\n\n");
+/// # Ok::<(), std::fmt::Error>(())
+/// ```
+pub struct DataWriter {
+    /// The event's line buffer while it is being written to.
+    lines: Vec<u8>,
+    fields: u8,
+    /// Whether the next byte starts a new `data: ` line.
+    line_start: bool,
+    /// Whether the last byte written was a CR, so that an LF right after it is the same break.
+    after_cr: bool,
+}
+
+impl fmt::Write for DataWriter {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut rest = text.as_bytes();
+        if self.after_cr && !rest.is_empty() {
+            self.after_cr = false;
+            if rest[0] == b'\n' {
+                rest = &rest[1..];
+            }
+        }
+        while !rest.is_empty() {
+            let (line, brk) = match find_break(rest) {
+                Some(at) => (&rest[..at], Some(rest[at])),
+                None => (rest, None),
+            };
+            if self.line_start {
+                self.lines.extend_from_slice(b"data: ");
+                self.line_start = false;
+            }
+            self.lines.extend_from_slice(line);
+            let Some(brk) = brk else { break };
+            self.lines.push(b'\n');
+            self.line_start = true;
+            rest = &rest[line.len() + 1..];
+            if brk == b'\r' {
+                match rest.first() {
+                    Some(b'\n') => rest = &rest[1..],
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DataWriter {
+    /// Ends the data and gives the event back, with the data lines added.
+    pub fn finish(mut self) -> Event {
+        if self.line_start {
+            // An empty text, or one that ended in a break, ends with an empty data line.
+            self.lines.extend_from_slice(b"data: ");
+        }
+        self.lines.push(b'\n');
+        Event {
+            lines: Lines::Heap(self.lines),
+            fields: self.fields,
+        }
+    }
+}
+
+impl fmt::Debug for DataWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataWriter")
+            .field("lines", &String::from_utf8_lossy(&self.lines))
+            .finish_non_exhaustive()
+    }
+}
+
+/// An event encoded once, cheap to clone: for fanning one event out to many clients through
+/// channels of your own, each clone shares the same bytes by reference count.
+///
+/// Make it with [`Event::encode`] (or `EncodedEvent::from(event)`), clone it per subscriber,
+/// and send it wherever an [`Event`] goes: `Event::from(encoded)` takes no copy.
+///
+/// ```
+/// use tower_sse::{EncodedEvent, Event};
+///
+/// let encoded: EncodedEvent = Event::new().data("to everyone").encode();
+/// let subscribers: Vec<Event> = (0..3).map(|_| Event::from(encoded.clone())).collect();
+/// assert_eq!(&subscribers[2].to_bytes()[..], b"data: to everyone\n\n");
+/// assert_eq!(encoded.as_bytes().as_ptr(), subscribers[2].to_bytes().as_ptr()); // no copy
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct EncodedEvent {
+    /// The complete wire form, blank line included.
+    bytes: Bytes,
+    /// The single-line fields it holds, so that an event made from it replaces them.
+    fields: u8,
+}
+
+impl EncodedEvent {
+    /// The wire form, ending in the blank line that dispatches it.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The wire form, taken out.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+}
+
+impl From<Event> for EncodedEvent {
+    fn from(event: Event) -> Self {
+        event.encode()
+    }
+}
+
+impl From<EncodedEvent> for Event {
+    /// The event, sharing the encoding: no copy.
+    fn from(encoded: EncodedEvent) -> Self {
+        Event {
+            lines: Lines::Shared(encoded.bytes),
+            fields: encoded.fields,
+        }
+    }
+}
+
+impl fmt::Debug for EncodedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("EncodedEvent")
+            .field(&String::from_utf8_lossy(&self.bytes))
+            .finish()
     }
 }
 

@@ -220,7 +220,11 @@ fn json_request(query: &str) -> Request<Full<Bytes>> {
 
 /// Sends the request with hyper over a new connection; an event stream is read up to its
 /// first event, then dropped.
-async fn ask(addr: SocketAddr, proto: Proto, request: Request<Full<Bytes>>) -> Answer {
+async fn ask<B>(addr: SocketAddr, proto: Proto, request: Request<B>) -> Answer
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
     let response = match proto {
         Proto::Http1 => {
@@ -372,6 +376,48 @@ fn body_at_the_limit_is_served_and_one_byte_over_is_413() {
                 StatusCode::PAYLOAD_TOO_LARGE,
             );
         }
+    });
+}
+
+#[test]
+fn over_http2_a_body_far_over_the_limit_gets_a_413_the_client_can_read() {
+    // 4 MiB: many times HTTP/2's initial 64 KiB flow-control window, so the server answers
+    // while the client is still sending, and must end the request stream so that the client
+    // can read the answer (not a reset that loses it). Declared or not, as over HTTP/1.1.
+    const LEN: usize = 4 * 1024 * 1024;
+    against_each_example(|name, addr| async move {
+        let declared = ask(addr, Proto::Http2, request(body_of_len(LEN))).await;
+        assert_refused(
+            name,
+            Proto::Http2,
+            "4 MiB declared",
+            &declared,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        );
+
+        let chunks = body_of_len(LEN).into_bytes();
+        let chunks: Vec<Bytes> = Bytes::from(chunks)
+            .chunks(16 * 1024)
+            .map(Bytes::copy_from_slice)
+            .collect();
+        let frames = futures::stream::iter(
+            chunks
+                .into_iter()
+                .map(|chunk| Ok::<_, std::convert::Infallible>(http_body::Frame::data(chunk))),
+        );
+        let undeclared = Request::post("/gpt-stream")
+            .header(header::HOST, "127.0.0.1")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::StreamBody::new(frames))
+            .unwrap();
+        let undeclared = ask(addr, Proto::Http2, undeclared).await;
+        assert_refused(
+            name,
+            Proto::Http2,
+            "4 MiB undeclared",
+            &undeclared,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        );
     });
 }
 

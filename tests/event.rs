@@ -2,7 +2,13 @@
 
 use std::time::Duration;
 
-use tower_sse::{Event, EventError, EventField, MessageEvent, Parser};
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use tower_sse::{
+    EncodedEvent, Event, EventError, EventField, EventId, EventName, MessageEvent, Parser,
+};
 
 /// The wire form as text, for readable failures.
 fn wire(event: &Event) -> String {
@@ -493,4 +499,172 @@ fn to_bytes_is_repeatable() {
 fn debug_shows_the_wire_form() {
     let text = format!("{:?}", Event::new().data("hi"));
     assert!(text.contains("data: hi"), "{text}");
+}
+
+// ----- names and ids checked at build time -----
+
+const TOKEN: EventName = EventName::new("token");
+const OTHER: EventName = EventName::new("other");
+const SEVEN: EventId = EventId::new("7");
+
+#[test]
+fn checked_names_and_ids_write_what_the_fallible_builders_write() {
+    let checked = Event::new().event_name(TOKEN).event_id(SEVEN).data("x");
+    let fallible = Event::new()
+        .event("token")
+        .unwrap()
+        .id("7")
+        .unwrap()
+        .data("x");
+    assert_eq!(wire(&checked), wire(&fallible));
+    assert_eq!(TOKEN.as_str(), "token");
+    assert_eq!(SEVEN.as_str(), "7");
+}
+
+#[test]
+fn checked_names_replace_earlier_names_of_either_kind() {
+    let event = Event::new().event("first").unwrap().event_name(TOKEN);
+    assert_eq!(wire(&event), "event: token\n\n");
+    let event = Event::new().event_name(TOKEN).data("x").event_name(OTHER);
+    assert_eq!(wire(&event), "data: x\nevent: other\n\n");
+    let event = Event::new().event_id(SEVEN).id("8").unwrap();
+    assert_eq!(wire(&event), "id: 8\n\n");
+}
+
+#[test]
+#[should_panic(expected = "cannot hold a CR or LF")]
+fn a_bad_name_outside_a_const_panics_at_once() {
+    // In a `const` this is a build error (see the doctests); at run time it panics on the
+    // literal, never on a value a client sent.
+    let _ = EventName::new(std::hint::black_box("a\rb"));
+}
+
+#[test]
+#[should_panic(expected = "cannot hold a CR, LF or NUL")]
+fn a_bad_id_outside_a_const_panics_at_once() {
+    let _ = EventId::new(std::hint::black_box("a\0b"));
+}
+
+// ----- data from bytes -----
+
+#[test]
+fn data_bytes_is_data_for_utf8() {
+    for text in ["", "hi", " lead", "a\r\nb\rc\n", "中文 😀"] {
+        let from_bytes = Event::new()
+            .data_bytes(Bytes::copy_from_slice(text.as_bytes()))
+            .unwrap();
+        assert_eq!(
+            wire(&from_bytes),
+            wire(&Event::new().data(text)),
+            "{text:?}"
+        );
+        let from_slice = Event::new().data_bytes(text.as_bytes()).unwrap();
+        assert_eq!(
+            wire(&from_slice),
+            wire(&Event::new().data(text)),
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
+fn data_bytes_refuses_invalid_utf8_and_adds_nothing() {
+    let event = Event::new().data("kept");
+    for bad in [&b"\xFF"[..], b"ok \xC3", b"\xED\xA0\x80 surrogate"] {
+        match event.clone().data_bytes(bad) {
+            Err(EventError::NotUtf8(err)) => {
+                let text = EventError::NotUtf8(err).to_string();
+                assert!(text.contains("not UTF-8"), "{text}");
+            }
+            other => panic!("{bad:?} gave {other:?}"),
+        }
+    }
+    assert_eq!(wire(&event), "data: kept\n\n");
+    let err: Box<dyn std::error::Error> = Box::new(Event::new().data_bytes(b"\xFF").unwrap_err());
+    assert!(err.source().is_some());
+}
+
+// ----- the data writer -----
+
+#[test]
+fn data_writer_formats_straight_into_the_event() {
+    let mut writer = Event::new().event_name(TOKEN).data_writer();
+    write!(writer, "{}+{}={}", 1, 2, 1 + 2).unwrap();
+    let event = writer.finish().event_id(SEVEN);
+    assert_eq!(wire(&event), "event: token\ndata: 1+2=3\nid: 7\n\n");
+}
+
+#[test]
+fn data_writer_with_nothing_written_is_empty_data() {
+    assert_eq!(wire(&Event::new().data_writer().finish()), "data: \n\n");
+    assert_eq!(received_data(&Event::new().data_writer().finish()), "");
+}
+
+#[test]
+fn data_writer_joins_a_crlf_split_across_writes() {
+    let mut writer = Event::new().data_writer();
+    writer.write_str("a\r").unwrap();
+    writer.write_str("").unwrap();
+    writer.write_str("\nb\r").unwrap();
+    writer.write_str("c").unwrap();
+    assert_eq!(wire(&writer.finish()), "data: a\ndata: b\ndata: c\n\n");
+}
+
+#[test]
+fn data_writer_after_data_adds_lines() {
+    let mut writer = Event::new().data("first").data_writer();
+    writer.write_str("second").unwrap();
+    assert_eq!(received_data(&writer.finish()), "first\nsecond");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// However the text is cut into writes, the writer writes what `data` writes.
+    #[test]
+    fn data_writer_matches_data_at_any_split(
+        text in "[a \r\n\u{e9}\u{1F600}]{0,24}",
+        cuts in proptest::collection::vec(0usize..32, 0..6),
+    ) {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|cut| cut % (text.len() + 1)).collect();
+        cuts.retain(|&cut| text.is_char_boundary(cut));
+        cuts.sort_unstable();
+        let mut writer = Event::new().data_writer();
+        let mut start = 0;
+        for cut in cuts.into_iter().chain([text.len()]) {
+            writer.write_str(&text[start..cut]).unwrap();
+            start = cut;
+        }
+        prop_assert_eq!(wire(&writer.finish()), wire(&Event::new().data(&text)));
+    }
+}
+
+// ----- encoded once -----
+
+#[test]
+fn encoded_events_share_their_bytes_across_clones() {
+    let event = Event::new().event_name(TOKEN).data("to all");
+    let want = event.to_bytes();
+    let encoded = event.encode();
+    assert_eq!(encoded.as_bytes(), &want);
+    let copies: Vec<Event> = (0..4).map(|_| Event::from(encoded.clone())).collect();
+    for copy in &copies {
+        assert_eq!(copy.to_bytes(), want);
+        assert_eq!(
+            copy.to_bytes().as_ptr(),
+            encoded.as_bytes().as_ptr(),
+            "copied"
+        );
+    }
+    assert_eq!(EncodedEvent::from(copies[0].clone()), encoded);
+    assert_eq!(encoded.clone().into_bytes(), want);
+    assert!(format!("{encoded:?}").contains("data: to all"));
+}
+
+#[test]
+fn an_event_from_an_encoding_builds_on_like_any_other() {
+    let encoded = Event::new().event_name(TOKEN).data("x").encode();
+    // A later name replaces the encoded one; later data adds a line.
+    let event = Event::from(encoded).event_name(OTHER).data("y");
+    assert_eq!(wire(&event), "data: x\nevent: other\ndata: y\n\n");
 }

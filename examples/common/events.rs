@@ -15,7 +15,9 @@ use std::{convert::Infallible, env, time::Duration};
 
 use futures::{stream, Stream, StreamExt};
 use http::{HeaderMap, Response, StatusCode};
-use tower_sse::{Event, Hub, LastEventId, LastEventIdError, ReplayError, SseBody, Topic};
+use tower_sse::{
+    Event, EventName, Hub, LastEventId, LastEventIdError, ReplayError, SseBody, Topic,
+};
 use tracing::{info, warn};
 
 use super::ApiError;
@@ -126,9 +128,9 @@ pub fn respond(
 
 /// The notice sent instead of a replay that cannot be made.
 fn resync(error: &ReplayError) -> Event {
+    const RESYNC: EventName = EventName::new("resync");
     Event::new()
-        .event("resync")
-        .expect("a constant event name has no line break")
+        .event_name(RESYNC)
         .data(error.missed().to_string())
 }
 

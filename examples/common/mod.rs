@@ -18,7 +18,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_sse::{BoxError, Event, SseEmitter, SseLayer};
+use tower_sse::{BoxError, Event, EventName, SseEmitter, SseLayer};
 use tracing::info;
 
 pub mod events;
@@ -173,11 +173,13 @@ pub fn shutdown_on_ctrl_c() -> CancellationToken {
 }
 
 /// The tower middleware around every response: keep-alives on idle streams, the SSE headers,
-/// ending streams on shutdown, and a log line as each response ends, with why.
+/// ending streams on shutdown (after a `shutdown` event, so a client can tell the stream was cut
+/// short), and a log line as each response ends, with why.
 pub fn sse_layer(shutdown: CancellationToken) -> SseLayer {
     SseLayer::new()
         .keep_alive(KEEP_ALIVE)
         .graceful_shutdown(shutdown)
+        .shutdown_event(shutdown_event())
         .on_close(|info| {
             info!(
                 events = info.events,
@@ -187,6 +189,24 @@ pub fn sse_layer(shutdown: CancellationToken) -> SseLayer {
                 info.reason
             );
         })
+}
+
+/// The last event of every complete answer: a stream that ends without it was cut short.
+pub const DONE: EventName = EventName::new("done");
+
+/// The last event of a stream the server ends because it is shutting down.
+pub const SHUTDOWN: EventName = EventName::new("shutdown");
+
+/// `event: done`, with empty data: what a client waits for before it calls an answer whole.
+pub fn done_event() -> Event {
+    Event::new().event_name(DONE).data("")
+}
+
+/// `event: shutdown`: what a client gets instead of `done` when the server stops mid-answer.
+pub fn shutdown_event() -> Event {
+    Event::new()
+        .event_name(SHUTDOWN)
+        .data("the server is shutting down")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -391,6 +411,12 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/plain; charset=utf-8",
         include_str!("../page/fetch-event-source/LICENSE"),
     ),
+    // The page links it, so browsers ask for it instead of a missing /favicon.ico.
+    (
+        "/favicon.svg",
+        "image/svg+xml",
+        include_str!("../page/favicon.svg"),
+    ),
 ];
 
 /// Answers every request that is not for `/gpt-stream`: a file for `GET` or `HEAD` of a known
@@ -451,6 +477,10 @@ pub async fn stream_answer(emitter: SseEmitter, ask: Ask, model: Model) {
         sent += 1;
     }
 
+    // The answer is whole: say so, so that clients can tell it from a stream cut short.
+    if let Err(error) = emitter.send(done_event()).await {
+        return stopped(error, sent, total);
+    }
     emitter.complete();
     info!(total, "answer complete");
 }

@@ -1,6 +1,9 @@
 // The example page in headless Chromium, against both examples: a query typed into the page
-// appears progressively and exactly, Stop aborts the request and the server stops generating,
-// and the API can be called from a page on another origin only when that origin is allowed.
+// appears progressively and exactly and is "Done." only after the final `event: done`, a
+// stream cut short (the server shutting down on SIGINT, or killed) shows as interrupted, Stop
+// aborts the request and the server stops generating, the page loads with no failed request
+// (its favicon included), and the API can be called from a page on another origin only when
+// that origin is allowed.
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -93,6 +96,53 @@ for (const name of EXAMPLES) {
       assert.ok(first < last / 4, `first text after ${first} ms, last after ${last} ms`);
     });
 
+    test('the page loads with no failed request and says what the echo is', async (t) => {
+      const context = await browser.newContext();
+      t.after(() => context.close());
+      const page = await context.newPage();
+      const failures = [];
+      page.on('console', (message) => {
+        if (message.type() === 'error') failures.push(`console: ${message.text()}`);
+      });
+      page.on('requestfailed', (request) => failures.push(`failed: ${request.url()}`));
+      page.on('response', (response) => {
+        if (response.status() >= 400) failures.push(`${response.status()}: ${response.url()}`);
+      });
+      await page.goto(server.url);
+      // The favicon is fetched after the load event; give it the time to be asked for.
+      const favicon = await page.waitForResponse((r) => r.url().endsWith('/favicon.svg'), { timeout: 5_000 });
+      assert.equal(favicon.status(), 200);
+      assert.equal(favicon.headers()['content-type'], 'image/svg+xml');
+      await page.waitForTimeout(200);
+      assert.deepEqual(failures, []);
+      assert.match(await page.locator('#echo-note').textContent(), /echo/);
+    });
+
+    for (const [how, signal, why] of [
+      ['the server shutting down (SIGINT)', 'SIGINT', /shutting down/],
+      ['the server dying (SIGKILL)', 'SIGKILL', /Interrupted/],
+    ]) {
+      test(`an answer cut short by ${how} shows as interrupted, never Done`, async (t) => {
+        const own = await startExample(name, { env: { GPT_DELAY_MS: DELAY_MS } });
+        t.after(() => own.stop());
+        const page = await openPage(t, own.url);
+        const query = 'w'.repeat(300); // 6 s of answer
+        await page.locator('#query').fill(query);
+        await page.locator('#send').click();
+        await page.waitForFunction(
+          () => document.getElementById('gpt-output').textContent.length >= 10);
+        own.child.kill(signal);
+        await page.locator('#status[data-state="interrupted"]').waitFor({ timeout: 5_000 });
+        assert.match(await page.locator('#status').textContent(), why);
+        const shown = (await page.locator('#gpt-output').textContent()).length;
+        assert.ok(shown >= 10 && shown < query.length, `${shown} of ${query.length} shown`);
+        // It stays interrupted: nothing later turns it into "Done.".
+        await page.waitForTimeout(5 * DELAY_MS);
+        assert.equal(await page.locator('#status').getAttribute('data-state'), 'interrupted');
+        assert.ok(await page.locator('#send').isEnabled());
+      });
+    }
+
     test('Stop aborts the request and the server stops generating', async (t) => {
       const page = await openPage(t, server.url);
       const query = 'z'.repeat(300); // 6 s of answer
@@ -127,22 +177,26 @@ for (const name of EXAMPLES) {
       const ask = (api) => page.evaluate(async (url) => {
         const { fetchEventSource } = await import('/fetch-event-source/index.js');
         let text = '';
+        let done = false;
         try {
           await fetchEventSource(url, {
             method: 'POST',
             headers: { 'Content-Type': 'application/json', 'Last-Event-ID': '7' },
             body: JSON.stringify({ query: 'from afar ✈️' }),
             openWhenHidden: true,
-            onmessage(ev) { text += JSON.parse(ev.data); },
+            onmessage(ev) {
+              if (ev.event === 'done') done = true;
+              else text += JSON.parse(ev.data);
+            },
             onerror(error) { throw error; },
           });
-          return { text };
+          return { text, done };
         } catch (error) {
           return { error: String(error) };
         }
       }, new URL('/gpt-stream', api.url).href);
 
-      assert.deepEqual(await ask(allowing), { text: 'from afar ✈️' });
+      assert.deepEqual(await ask(allowing), { text: 'from afar ✈️', done: true });
       const refused = await ask(refusing);
       assert.match(refused.error ?? '', /TypeError|Failed to fetch/);
       // The preflight failed, so the POST was never sent and no answer was started.

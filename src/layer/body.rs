@@ -368,6 +368,17 @@ impl<B: Body> fmt::Debug for SseLayerBody<B> {
     }
 }
 
+/// An empty body, passed through untouched, for middlewares that answer with a response of their
+/// own: outside an [`SseLayer`](super::SseLayer), tower-http's `TimeoutLayer` makes its `408`
+/// and `CorsLayer` its preflight answers from `B::default()`. Such a response never went
+/// through the layer, so no handle hears of it.
+impl<B: Body + Default> Default for SseLayerBody<B> {
+    fn default() -> Self {
+        let (_, tracker) = Tracker::start(super::SseLayer::new().config);
+        Self::pass_through(B::default(), tracker)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
