@@ -23,6 +23,8 @@ pub enum Model {
         /// The pause before each piece.
         delay: Duration,
     },
+    /// An OpenAI-compatible server's answer, streamed through (`UPSTREAM_URL`).
+    Upstream(Box<super::upstream::Upstream>),
 }
 
 impl Model {
@@ -31,6 +33,7 @@ impl Model {
     pub fn answer(&self, query: &str) -> Pieces {
         match self {
             Model::Echo { delay } => echo(query.to_owned(), *delay),
+            Model::Upstream(upstream) => upstream.answer(query),
         }
     }
 }

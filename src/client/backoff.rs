@@ -34,7 +34,9 @@ impl Backoff {
         let jitter = delay / 4;
         // A fraction of the jitter, in 1/1024ths: no float, no overflow.
         let fraction = u32::try_from(self.rng.next() % 1025).unwrap_or(0);
-        let extra = jitter.checked_mul(fraction).map_or(jitter, |scaled| scaled / 1024);
+        let extra = jitter
+            .checked_mul(fraction)
+            .map_or(jitter, |scaled| scaled / 1024);
         delay.saturating_add(extra)
     }
 }
@@ -72,7 +74,14 @@ mod tests {
     #[test]
     fn doubles_up_to_the_cap_with_at_most_a_quarter_of_jitter() {
         let mut backoff = Backoff::new(100 * MS, 1000 * MS);
-        for (failures, floor) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (40, 1000)] {
+        for (failures, floor) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (40, 1000),
+        ] {
             for _ in 0..100 {
                 let delay = backoff.delay(failures, None);
                 assert!(delay >= floor * MS, "{failures}: {delay:?}");
@@ -96,7 +105,8 @@ mod tests {
     #[test]
     fn jitter_spreads_delays() {
         let mut backoff = Backoff::new(1000 * MS, 1000 * MS);
-        let delays: std::collections::HashSet<_> = (0..50).map(|_| backoff.delay(1, None)).collect();
+        let delays: std::collections::HashSet<_> =
+            (0..50).map(|_| backoff.delay(1, None)).collect();
         assert!(delays.len() > 10, "{delays:?}");
     }
 }

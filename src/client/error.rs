@@ -89,7 +89,10 @@ impl fmt::Display for ClientError {
                 body,
             } => {
                 match content_type {
-                    Some(value) => write!(f, "expected `content-type: text/event-stream`, got {value:?}")?,
+                    Some(value) => write!(
+                        f,
+                        "expected `content-type: text/event-stream`, got {value:?}"
+                    )?,
                     None => f.write_str("expected `content-type: text/event-stream`, got none")?,
                 }
                 write!(f, " (status {status})")?;

@@ -234,7 +234,10 @@ where
     /// Schedules the next reconnection and returns its notice.
     fn schedule(&mut self, error: Option<ClientError>) -> ClientEvent {
         self.failures = self.failures.saturating_add(1);
-        let delay = self.settings.backoff.delay(self.failures, self.parser.retry());
+        let delay = self
+            .settings
+            .backoff
+            .delay(self.failures, self.parser.retry());
         self.phase = Phase::Waiting(delay);
         ClientEvent::Reconnecting {
             attempt: self.failures,
