@@ -91,7 +91,13 @@ async fn an_event_cut_by_the_end_of_the_body_is_not_delivered() {
     let drained = drain(get(&fake).reconnect(Reconnect::Never).stream()).await;
     assert_eq!(drained.data(), ["a"]);
     assert!(drained.error.is_none(), "a clean end");
-    assert!(matches!(drained.items[0], ClientEvent::Open { status: StatusCode::OK, .. }));
+    assert!(matches!(
+        drained.items[0],
+        ClientEvent::Open {
+            status: StatusCode::OK,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -329,7 +335,10 @@ async fn a_post_is_not_sent_again_after_a_clean_end_a_failure_or_a_5xx() {
         match n {
             0 => assert!(drained.error.is_none()),
             1 => assert!(matches!(drained.error, Some(ClientError::Transport(_)))),
-            _ => assert_eq!(drained.error.unwrap().status(), Some(StatusCode::BAD_GATEWAY)),
+            _ => assert_eq!(
+                drained.error.unwrap().status(),
+                Some(StatusCode::BAD_GATEWAY)
+            ),
         }
         settle().await;
         let requests = fake.requests();
@@ -494,7 +503,10 @@ async fn an_event_over_the_maximum_size_ends_the_stream_after_the_events_before_
     .await;
     let drained = drain(get(&fake).max_event_size(1000).backoff(MS, MS).stream()).await;
     assert_eq!(drained.data(), ["small"]);
-    assert!(matches!(drained.error, Some(ClientError::EventTooLarge(1000))));
+    assert!(matches!(
+        drained.error,
+        Some(ClientError::EventTooLarge(1000))
+    ));
     settle().await;
     assert_eq!(fake.requests().len(), 1, "not retried");
 }
