@@ -144,6 +144,15 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).map_or(default, |value| value.parse().expect(name))
 }
 
+/// Events per second, in millions when there are that many.
+fn format_rate(rate: f64) -> String {
+    if rate >= 1e5 {
+        format!("{:.3} M events/s", rate / 1e6)
+    } else {
+        format!("{rate:.1} events/s")
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -174,7 +183,7 @@ async fn compare(
             let took = contender.run(addr, events, data_len).await;
             let rate = events as f64 / took.as_secs_f64();
             per_contender[i].push(rate);
-            line += &format!("  {} {:.3} M events/s", contender.name(), rate / 1e6);
+            line += &format!("  {} {}", contender.name(), format_rate(rate));
         }
         println!("{line}");
     }

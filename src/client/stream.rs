@@ -158,7 +158,8 @@ where
         failures: 0,
         phase: Phase::Connect,
     };
-    let inner = stream::unfold(source, |mut source| async move {
+    // Boxed, so that each turn moves a pointer rather than the whole state.
+    let inner = stream::unfold(Box::new(source), |mut source| async move {
         let item = source.next().await?;
         Some((item, source))
     });
