@@ -1,5 +1,6 @@
 //! `tower_sse::client` against a fault-injecting server on loopback (raw HTTP/1.1 bytes, so
 //! streams can be cut anywhere): checked responses, reconnection, limits, cancellation.
+#![cfg(feature = "client")]
 
 mod client_support;
 

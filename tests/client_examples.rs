@@ -1,6 +1,7 @@
 //! `tower_sse::client` against the example servers, run as real processes: resuming their
 //! `GET /events` feed, and their gateway mode (`UPSTREAM_URL`) in front of a fake
 //! OpenAI-compatible upstream written here, with faults on demand.
+#![cfg(feature = "client")]
 
 mod common;
 

@@ -16,7 +16,7 @@
 //! * an idle timeout (no bytes at all, keep-alive comments included, for a while), a maximum
 //!   event size, and dropping the stream cancels the request at once.
 //!
-//! It runs over any tower [`Service`](tower::Service) taking `http::Request<Full<Bytes>>` and
+//! It runs over any tower [`Service`] taking `http::Request<Full<Bytes>>` and
 //! returning an `http::Response` with an `http_body::Body` (hyper-util's client, a tower stack
 //! with timeouts, an in-process router in tests), and [`EventSource::new`] uses
 //! [`HttpClient`], hyper-util's client over plain HTTP. TLS is not built in: for `https://`, pass
