@@ -1,4 +1,5 @@
-//! The stand-in model behind every route of the examples: a source of answer pieces.
+//! The model behind every route of the examples: a source of answer pieces, the stand-in or,
+//! in gateway mode, an upstream server (`upstream.rs`).
 //!
 //! Routes in any protocol (`/gpt-stream`, and any other the examples serve) ask a [`Model`] for
 //! the pieces of an answer and only decide how to write them. The stand-in echoes the question
