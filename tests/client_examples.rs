@@ -180,8 +180,9 @@ impl Drop for LeftGuard {
 }
 
 /// An OpenAI-compatible `POST /v1/chat/completions` that streams back the question's pieces
-/// (split at [`SEP`]): `fail:` first makes it fail after them, `hold:` makes it wait for the
-/// client to leave after them.
+/// (split at [`SEP`]). A prefix says what follows them: `fail:` the connection fails, `error:`
+/// an error object, `short:` the end without `data: [DONE]`, `hold:` nothing until the client
+/// leaves.
 async fn fake_upstream() -> (SocketAddr, Arc<Upstream>) {
     let upstream = Arc::new(Upstream::default());
     let state = upstream.clone();
@@ -219,7 +220,7 @@ async fn answer(request: Request<Incoming>, state: Arc<Upstream>) -> Response<Bo
         Ok::<_, std::io::Error>(Frame::data(Bytes::from(format!("data: {chunk}\n\n"))))
     };
     let (mode, pieces) = match question.split_once(':') {
-        Some((mode @ ("fail" | "hold"), rest)) => (mode, rest.to_owned()),
+        Some((mode @ ("fail" | "hold" | "error" | "short"), rest)) => (mode, rest.to_owned()),
         _ => ("answer", question),
     };
     let mut frames = vec![chunk(serde_json::json!({ "role": "assistant" }))];
@@ -236,6 +237,13 @@ async fn answer(request: Request<Incoming>, state: Arc<Upstream>) -> Response<Bo
             Err(std::io::Error::other("the model crashed"))
         })
         .boxed(),
+        // An error object in the stream, as OpenAI sends one.
+        "error" => stream::iter([Ok(Frame::data(Bytes::from_static(
+            b"data: {\"error\": {\"message\": \"overloaded\"}}\n\n",
+        )))])
+        .boxed(),
+        // A clean end before `data: [DONE]`.
+        "short" => stream::empty().boxed(),
         "hold" => {
             let guard = LeftGuard(state.clone());
             stream::pending()
@@ -330,22 +338,24 @@ async fn the_gateway_passes_every_piece_through_exactly() {
 
 #[tokio::test]
 async fn a_client_that_leaves_cancels_the_upstream_request_at_once() {
-    let (addr, upstream) = fake_upstream().await;
-    let example = gateway("gpt_stream_hyper", addr);
-    let mut messages = example.ask("hold:first").messages();
-    let first = timeout(Duration::from_secs(10), messages.next())
-        .await
-        .expect("the first piece");
-    assert_eq!(first.unwrap().unwrap().data, "\"first\"");
-    drop(messages);
-    timeout(Duration::from_secs(3), upstream.left.notified())
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "the upstream request was still open 3 s after the client left:\n{}",
-                example.log.lock().unwrap()
-            )
-        });
+    for name in EXAMPLES {
+        let (addr, upstream) = fake_upstream().await;
+        let example = gateway(name, addr);
+        let mut messages = example.ask("hold:first").messages();
+        let first = timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("the first piece");
+        assert_eq!(first.unwrap().unwrap().data, "\"first\"");
+        drop(messages);
+        timeout(Duration::from_secs(3), upstream.left.notified())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{name}: the upstream request was still open 3 s after the client left:\n{}",
+                    example.log.lock().unwrap()
+                )
+            });
+    }
 }
 
 #[tokio::test]
@@ -353,15 +363,17 @@ async fn an_upstream_failing_mid_stream_reaches_the_client_as_an_error() {
     let (addr, upstream) = fake_upstream().await;
     for name in EXAMPLES {
         let example = gateway(name, addr);
-        let (got, error) = pieces(example.ask(&format!("fail:a{SEP}b"))).await;
-        assert_eq!(got, ["a", "b"], "{name}");
-        assert!(
-            matches!(error, Some(ClientError::Transport(_))),
-            "{name}: the answer must fail, not end cleanly: {error:?}"
-        );
+        for failure in ["fail", "error", "short"] {
+            let (got, error) = pieces(example.ask(&format!("{failure}:a{SEP}b"))).await;
+            assert_eq!(got, ["a", "b"], "{name}, {failure}");
+            assert!(
+                matches!(error, Some(ClientError::Transport(_))),
+                "{name}, {failure}: the answer must fail, not end cleanly: {error:?}"
+            );
+        }
     }
-    // The failed request was not sent again.
-    assert_eq!(upstream.requests.lock().unwrap().len(), EXAMPLES.len());
+    // No failed request was sent again.
+    assert_eq!(upstream.requests.lock().unwrap().len(), 3 * EXAMPLES.len());
 }
 
 #[tokio::test]
