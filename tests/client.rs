@@ -538,3 +538,31 @@ async fn dropping_the_stream_closes_the_connection_at_once() {
         .await
         .expect("the server saw the client leave");
 }
+
+// --- any tower service -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn any_tower_service_carries_the_stream_such_as_an_axum_router_in_process() {
+    let app = axum::Router::new().route(
+        "/stream",
+        axum::routing::post(|question: String| async move {
+            let (emitter, body) = tower_sse::channel(4);
+            tokio::spawn(async move {
+                for word in question.split(' ') {
+                    let _ = emitter.send(tower_sse::Event::new().data(word)).await;
+                }
+                emitter.complete();
+            });
+            tower_sse::response(body)
+        }),
+    );
+    let request = Request::post("/stream").body("a b c").unwrap();
+    let messages: Vec<String> = EventSource::with_service(app, request)
+        // The router takes any body type: name one.
+        .stream::<axum::body::Body, _>()
+        .messages()
+        .map(|message| message.unwrap().data)
+        .collect()
+        .await;
+    assert_eq!(messages, ["a", "b", "c"]);
+}

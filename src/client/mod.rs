@@ -16,9 +16,10 @@
 //! * an idle timeout (no bytes at all, keep-alive comments included, for a while), a maximum
 //!   event size, and dropping the stream cancels the request at once.
 //!
-//! It runs over any tower [`Service`] taking `http::Request<Full<Bytes>>` and
-//! returning an `http::Response` with an `http_body::Body` (hyper-util's client, a tower stack
-//! with timeouts, an in-process router in tests), and [`EventSource::new`] uses
+//! It runs over any tower [`Service`] taking an `http::Request` (with any body type that can
+//! be made from `Bytes`) and returning an `http::Response` with an `http_body::Body`
+//! (hyper-util's client, a tower stack with timeouts, an in-process router in tests), and
+//! [`EventSource::new`] uses
 //! [`HttpClient`], hyper-util's client over plain HTTP. TLS is not built in: for `https://`, pass
 //! a client with a TLS connector to [`EventSource::with_service`].
 //!
@@ -51,7 +52,6 @@ use std::time::Duration;
 use ::http::{Request, Response, Uri};
 use bytes::Bytes;
 use http_body::Body;
-use http_body_util::Full;
 use tower::Service;
 
 use crate::BoxError;
@@ -161,9 +161,15 @@ impl<S> EventSource<S> {
     }
 
     /// Opens the stream: nothing is sent before the stream is first polled.
-    pub fn stream<B>(self) -> EventStream
+    ///
+    /// `Q` is the service's request body type, made from the request's bytes for every
+    /// request; it is inferred for a service that takes one body type (such as
+    /// [`HttpClient`]), and named for one that takes any (`.stream::<axum::body::Body, _>()`
+    /// for an axum `Router`).
+    pub fn stream<Q, B>(self) -> EventStream
     where
-        S: Service<Request<Full<Bytes>>, Response = Response<B>> + Send + 'static,
+        S: Service<Request<Q>, Response = Response<B>> + Send + 'static,
+        Q: From<Bytes> + Send + 'static,
         S::Future: Send,
         S::Error: Into<BoxError>,
         B: Body + Send + 'static,

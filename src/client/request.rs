@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Uri, Version};
-use http_body_util::Full;
 
 use super::ClientError;
 
@@ -59,9 +58,13 @@ impl Template {
         }
     }
 
-    /// The request to send, with `Last-Event-ID: last_event_id` unless it is empty.
-    pub(crate) fn build(&self, last_event_id: &str) -> Result<Request<Full<Bytes>>, ClientError> {
-        let mut request = Request::new(Full::new(self.body.clone()));
+    /// The request to send, with `Last-Event-ID: last_event_id` unless it is empty, and the
+    /// body in the service's own type.
+    pub(crate) fn build<Q: From<Bytes>>(
+        &self,
+        last_event_id: &str,
+    ) -> Result<Request<Q>, ClientError> {
+        let mut request = Request::new(Q::from(self.body.clone()));
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;

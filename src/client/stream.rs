@@ -4,6 +4,7 @@
 use std::{
     fmt,
     future::{poll_fn, Future},
+    marker::PhantomData,
     pin::Pin,
     task::{Context, Poll},
     time::Duration,
@@ -13,7 +14,6 @@ use bytes::{Buf, Bytes};
 use futures::{stream, Stream, StreamExt};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::Full;
 use tower::Service;
 
 use super::{
@@ -130,8 +130,10 @@ enum Phase<B> {
 
 /// The state of one logical stream; it lives inside the [`EventStream`], so dropping the
 /// stream drops the request or body in flight.
-struct Source<S, B> {
+struct Source<S, Q, B> {
     service: S,
+    /// The service's request body type, made from the kept bytes for every request.
+    request_body: PhantomData<fn() -> Q>,
     request: Template,
     may_resend: bool,
     settings: Settings,
@@ -141,9 +143,10 @@ struct Source<S, B> {
     phase: Phase<B>,
 }
 
-pub(crate) fn start<S, B>(service: S, request: Template, settings: Settings) -> EventStream
+pub(crate) fn start<S, Q, B>(service: S, request: Template, settings: Settings) -> EventStream
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Send + 'static,
+    S: Service<Request<Q>, Response = Response<B>> + Send + 'static,
+    Q: From<Bytes> + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
@@ -151,6 +154,7 @@ where
 {
     let source = Source {
         service,
+        request_body: PhantomData,
         may_resend: request.may_resend(settings.reconnect),
         request,
         parser: Parser::with_max_buffer(settings.max_event_size),
@@ -168,9 +172,10 @@ where
     }
 }
 
-impl<S, B> Source<S, B>
+impl<S, Q, B> Source<S, Q, B>
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Send,
+    S: Service<Request<Q>, Response = Response<B>> + Send,
+    Q: From<Bytes> + Send,
     S::Future: Send,
     S::Error: Into<BoxError>,
     B: Body + Send,
