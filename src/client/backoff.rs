@@ -5,9 +5,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Capped exponential backoff with jitter.
 ///
 /// The n-th consecutive failure waits `base * 2^(n-1)`, where `base` is the server's latest
-/// `retry:` or else the configured initial delay, capped at `max` (but never below the server's
-/// `retry:`), plus up to a quarter of that at random so that many clients cut at once do not
-/// come back at once. A server's `retry:` is therefore never cut short.
+/// `retry:` or else the configured initial delay (from the second failure in a row, at least
+/// the initial delay), capped at `max` (but never below the server's `retry:`), plus up to a
+/// quarter of that at random so that many clients cut at once do not come back at once. A
+/// server's `retry:` is therefore never cut short.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
     pub(crate) initial: Duration,
@@ -27,7 +28,12 @@ impl Backoff {
     /// The delay before the reconnection that follows `failures` consecutive failures (1 for
     /// the first), given the server's latest `retry:`.
     pub(crate) fn delay(&mut self, failures: u32, retry: Option<Duration>) -> Duration {
-        let base = retry.unwrap_or(self.initial);
+        let mut base = retry.unwrap_or(self.initial);
+        if failures > 1 {
+            // A `retry:` shorter than the initial delay (`retry: 0`) is honoured once, but
+            // failures in a row back off from the initial delay: no reconnection storm.
+            base = base.max(self.initial);
+        }
         let cap = self.max.max(base);
         let doublings = failures.saturating_sub(1).min(31);
         let delay = base.saturating_mul(1 << doublings).min(cap);
@@ -97,6 +103,9 @@ mod tests {
         assert!((5000 * MS..=6250 * MS).contains(&delay), "{delay:?}");
         let delay = backoff.delay(1, Some(Duration::ZERO));
         assert_eq!(delay, Duration::ZERO);
+        // `retry: 0` does not make failures in a row a tight loop.
+        let delay = backoff.delay(2, Some(Duration::ZERO));
+        assert!((200 * MS..=250 * MS).contains(&delay), "{delay:?}");
         // No overflow on absurd values.
         let huge = Duration::from_secs(u64::MAX);
         assert!(backoff.delay(u32::MAX, Some(huge)) >= huge);
