@@ -566,3 +566,18 @@ async fn any_tower_service_carries_the_stream_such_as_an_axum_router_in_process(
         .await;
     assert_eq!(messages, ["a", "b", "c"]);
 }
+
+#[tokio::test]
+async fn the_built_in_client_refuses_uris_it_cannot_send_to_instead_of_retrying() {
+    for uri in ["https://127.0.0.1:1/events", "/events"] {
+        let events = EventSource::get(uri.parse().unwrap())
+            .backoff(MS, MS)
+            .stream();
+        let drained = drain(events).await;
+        assert!(drained.items.is_empty());
+        match drained.error {
+            Some(ClientError::UnsupportedUri(got)) => assert_eq!(got, uri),
+            other => panic!("{uri}: {other:?}"),
+        }
+    }
+}

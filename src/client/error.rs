@@ -3,7 +3,7 @@
 use std::{fmt, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode, Uri};
 
 use crate::BoxError;
 
@@ -46,6 +46,10 @@ pub enum ClientError {
     /// The stream's last event ID cannot be sent as a `Last-Event-ID` header (it holds a
     /// control character), so the stream cannot resume where it stopped: final.
     InvalidLastEventId(String),
+    /// The default [`HttpClient`](super::HttpClient) cannot send to this URI: it speaks plain
+    /// HTTP to absolute `http://` URIs only (for `https://`, pass a client with a TLS
+    /// connector to [`EventSource::with_service`](super::EventSource::with_service)): final.
+    UnsupportedUri(Uri),
 }
 
 impl ClientError {
@@ -57,7 +61,8 @@ impl ClientError {
             ClientError::Transport(_) | ClientError::IdleTimeout(_) => true,
             ClientError::ContentType { .. }
             | ClientError::EventTooLarge(_)
-            | ClientError::InvalidLastEventId(_) => false,
+            | ClientError::InvalidLastEventId(_)
+            | ClientError::UnsupportedUri(_) => false,
         }
     }
 
@@ -110,6 +115,11 @@ impl fmt::Display for ClientError {
                 f,
                 "the last event ID {id:?} cannot be sent in a `Last-Event-ID` header, \
                  so the stream cannot resume"
+            ),
+            ClientError::UnsupportedUri(uri) => write!(
+                f,
+                "the built-in HTTP client sends to absolute http:// URIs only, not {uri:?}; \
+                 for https://, use EventSource::with_service with a TLS-capable client"
             ),
         }
     }

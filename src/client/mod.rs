@@ -88,7 +88,10 @@ impl EventSource<HttpClient> {
     /// body (an `Accept: text/event-stream` header is added unless it has one). Its URI must be
     /// absolute and `http://`.
     pub fn new(request: Request<impl Into<Bytes>>) -> EventSource<HttpClient> {
-        EventSource::with_service(http_client(), request)
+        let mut source = EventSource::with_service(http_client(), request);
+        // Any other URI is a final ClientError::UnsupportedUri, not a connection retried.
+        source.settings.plain_http_only = true;
+        source
     }
 
     /// `GET uri` over a new [`HttpClient`].
@@ -113,6 +116,7 @@ impl<S> EventSource<S> {
                 idle_timeout: None,
                 max_event_size: DEFAULT_MAX_EVENT_SIZE,
                 last_event_id: String::new(),
+                plain_http_only: false,
             },
         }
     }

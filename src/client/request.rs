@@ -49,6 +49,15 @@ impl Template {
         }
     }
 
+    pub(crate) fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// Whether the URI is absolute and `http://`.
+    pub(crate) fn is_absolute_http(&self) -> bool {
+        self.uri.scheme_str() == Some("http") && self.uri.authority().is_some()
+    }
+
     /// Whether `policy` lets this request be sent more than once.
     pub(crate) fn may_resend(&self, policy: Reconnect) -> bool {
         match policy {

@@ -110,6 +110,9 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_event_size: usize,
     pub(crate) last_event_id: String,
+    /// The service is the built-in [`HttpClient`](super::HttpClient): refuse URIs it cannot
+    /// send to, rather than retry them as connection failures.
+    pub(crate) plain_http_only: bool,
 }
 
 /// Where the connection stands.
@@ -254,6 +257,9 @@ where
 
     /// Sends the request and checks the response head.
     async fn open(&mut self) -> Result<Verdict<B>, ClientError> {
+        if self.settings.plain_http_only && !self.request.is_absolute_http() {
+            return Err(ClientError::UnsupportedUri(self.request.uri().clone()));
+        }
         let id = match self.parser.last_event_id() {
             "" => &self.settings.last_event_id,
             id => id,
