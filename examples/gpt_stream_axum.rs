@@ -12,6 +12,10 @@
 //!
 //! `GET /events` is a live feed that a client resumes with `Last-Event-ID` (see
 //! `common/events.rs`); `EVENTS_INTERVAL_MS` sets its pace (default 1000).
+//!
+//! With the `client` feature, `UPSTREAM_URL` (and `UPSTREAM_MODEL`, `UPSTREAM_API_KEY`) make it
+//! a gateway that streams an OpenAI-compatible server's answers instead (see
+//! `common/upstream.rs`).
 
 mod common;
 

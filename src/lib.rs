@@ -78,6 +78,8 @@
 //! * [`Hub`] broadcasts to many subscribers, each event encoded once, with bounded queues and
 //!   a [`LagPolicy`]; its topics keep a [`ReplayLog`] so a client that reconnects with a
 //!   [`LastEventId`] resumes with no gap and no duplicate.
+//! * `client` (feature `client`) reads event streams: any method, headers and body over any
+//!   tower service, with checked responses, reconnection with `Last-Event-ID` and limits.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -85,6 +87,8 @@
 #[cfg(feature = "axum")]
 mod axum;
 mod body;
+#[cfg(feature = "client")]
+pub mod client;
 mod close;
 mod connection;
 mod emitter;

@@ -23,6 +23,7 @@ use tracing::info;
 
 pub mod events;
 pub mod model;
+pub mod upstream;
 
 pub use model::Model;
 
@@ -46,6 +47,9 @@ pub struct Config {
     /// Origins other than the server's own whose pages may call `/gpt-stream`
     /// (`ALLOWED_ORIGINS`, comma-separated, or `*` for any).
     pub allowed_origins: AllowedOrigins,
+    /// The OpenAI-compatible server that answers instead of the stand-in (`UPSTREAM_URL`,
+    /// `UPSTREAM_MODEL`, `UPSTREAM_API_KEY`; see `upstream.rs`).
+    pub upstream: Option<Box<upstream::Upstream>>,
 }
 
 /// Which cross-origin pages may call the API.
@@ -67,6 +71,7 @@ impl Config {
                 eprintln!("error: {message}");
                 eprintln!(
                     "usage: [PORT=8080] [GPT_DELAY_MS=50] [ALLOWED_ORIGINS=http://a,http://b] \
+                     [UPSTREAM_URL=http://host/v1 UPSTREAM_MODEL=name [UPSTREAM_API_KEY=key]] \
                      <example> [--port N]"
                 );
                 std::process::exit(2);
@@ -120,12 +125,14 @@ impl Config {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             delay,
             allowed_origins,
+            upstream: upstream::from_env()?.map(Box::new),
         })
     }
 
-    /// The model that answers every route.
+    /// The model that answers every route: the upstream if one is set, else the stand-in.
     pub fn model(&self) -> Model {
-        Model::Echo { delay: self.delay }
+        let echo = Model::Echo { delay: self.delay };
+        self.upstream.clone().map_or(echo, Model::Upstream)
     }
 
     /// CORS for pages served from another origin, as in the article where the page and the

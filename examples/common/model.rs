@@ -1,4 +1,5 @@
-//! The stand-in model behind every route of the examples: a source of answer pieces.
+//! The model behind every route of the examples: a source of answer pieces, the stand-in or,
+//! in gateway mode, an upstream server (`upstream.rs`).
 //!
 //! Routes in any protocol (`/gpt-stream`, and any other the examples serve) ask a [`Model`] for
 //! the pieces of an answer and only decide how to write them. The stand-in echoes the question
@@ -23,6 +24,8 @@ pub enum Model {
         /// The pause before each piece.
         delay: Duration,
     },
+    /// An OpenAI-compatible server's answer, streamed through (`UPSTREAM_URL`).
+    Upstream(Box<super::upstream::Upstream>),
 }
 
 impl Model {
@@ -31,6 +34,7 @@ impl Model {
     pub fn answer(&self, query: &str) -> Pieces {
         match self {
             Model::Echo { delay } => echo(query.to_owned(), *delay),
+            Model::Upstream(upstream) => upstream.answer(query),
         }
     }
 }
