@@ -26,6 +26,8 @@ mod emitter;
 mod event;
 mod hub;
 mod layer;
+#[cfg(feature = "llm")]
+pub mod llm;
 mod parse;
 mod replay;
 
