@@ -52,7 +52,12 @@ async fn main() -> std::io::Result<()> {
         // The last layer added is the outermost: the SSE layer (keep-alives, SSE headers,
         // ending streams on shutdown) around CORS, around the routes.
         .layer(config.cors())
-        .layer(common::sse_layer(shutdown.clone()));
+        .layer(common::sse_layer(shutdown.clone()))
+        // The OpenAI- and Anthropic-compatible API, with its own SSE layer (common/llm).
+        .merge(Router::new().route_service(
+            "/v1/{*path}",
+            common::llm::service(&config, config.model(), shutdown.clone()),
+        ));
 
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);

@@ -111,7 +111,10 @@ impl MessageStream {
     /// which the SDKs expect).
     pub async fn start<U: Serialize + ?Sized>(&mut self, usage: &U) -> Result<(), StreamError> {
         if self.phase != Phase::New {
-            return Err(StreamError::out_of_order("start", "the message has started"));
+            return Err(StreamError::out_of_order(
+                "start",
+                "the message has started",
+            ));
         }
         let event = json_event(
             Some("message_start"),
@@ -226,7 +229,12 @@ impl MessageStream {
                 usage,
             },
         )?;
-        let stop = json_event(Some("message_stop"), &Bare { kind: "message_stop" })?;
+        let stop = json_event(
+            Some("message_stop"),
+            &Bare {
+                kind: "message_stop",
+            },
+        )?;
         self.end([delta, stop]).await
     }
 
@@ -369,23 +377,51 @@ mod tests {
     #[tokio::test]
     async fn writes_the_documented_stream() {
         let (emitter, body) = crate::channel(64);
-        let mut message = MessageStream::new(emitter, "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "claude-opus-4-6");
-        message.start(&serde_json::json!({"input_tokens": 25, "output_tokens": 1})).await.unwrap();
+        let mut message = MessageStream::new(
+            emitter,
+            "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY",
+            "claude-opus-4-6",
+        );
+        message
+            .start(&serde_json::json!({"input_tokens": 25, "output_tokens": 1}))
+            .await
+            .unwrap();
         message.begin_text().await.unwrap();
         message.ping().await.unwrap();
         message.text_delta("Hello").await.unwrap();
         message.text_delta("!").await.unwrap();
         message.end_block().await.unwrap();
-        message.finish("end_turn", &serde_json::json!({"output_tokens": 15})).await.unwrap();
+        message
+            .finish("end_turn", &serde_json::json!({"output_tokens": 15}))
+            .await
+            .unwrap();
         drop(message);
         let expected = wire(&[
-            (Some("message_start"), r#"{"type":"message_start","message":{"id":"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY","type":"message","role":"assistant","content":[],"model":"claude-opus-4-6","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":25,"output_tokens":1}}}"#),
-            (Some("content_block_start"), r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#),
+            (
+                Some("message_start"),
+                r#"{"type":"message_start","message":{"id":"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY","type":"message","role":"assistant","content":[],"model":"claude-opus-4-6","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":25,"output_tokens":1}}}"#,
+            ),
+            (
+                Some("content_block_start"),
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            ),
             (Some("ping"), r#"{"type":"ping"}"#),
-            (Some("content_block_delta"), r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}"#),
-            (Some("content_block_delta"), r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"!"}}"#),
-            (Some("content_block_stop"), r#"{"type":"content_block_stop","index":0}"#),
-            (Some("message_delta"), r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}"#),
+            (
+                Some("content_block_delta"),
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}"#,
+            ),
+            (
+                Some("content_block_delta"),
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"!"}}"#,
+            ),
+            (
+                Some("content_block_stop"),
+                r#"{"type":"content_block_stop","index":0}"#,
+            ),
+            (
+                Some("message_delta"),
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}"#,
+            ),
             (Some("message_stop"), r#"{"type":"message_stop"}"#),
         ]);
         assert_eq!(written(body).await, expected);
@@ -396,16 +432,34 @@ mod tests {
     async fn fails_with_the_error_event() {
         let (emitter, body) = crate::channel(64);
         let mut message = MessageStream::new(emitter, "msg_1", "m");
-        message.start(&serde_json::json!({"input_tokens": 1, "output_tokens": 0})).await.unwrap();
+        message
+            .start(&serde_json::json!({"input_tokens": 1, "output_tokens": 0}))
+            .await
+            .unwrap();
         message.begin_text().await.unwrap();
         let error = AnthropicError::new("overloaded_error", "Overloaded");
         message.fail(&error).await.unwrap();
-        assert!(matches!(message.text_delta("x").await, Err(StreamError::OutOfOrder { call: "delta", .. })));
-        assert!(matches!(message.fail(&error).await, Err(StreamError::OutOfOrder { call: "fail", .. })));
+        assert!(matches!(
+            message.text_delta("x").await,
+            Err(StreamError::OutOfOrder { call: "delta", .. })
+        ));
+        assert!(matches!(
+            message.fail(&error).await,
+            Err(StreamError::OutOfOrder { call: "fail", .. })
+        ));
         drop(message);
         let text = written(body).await;
-        assert!(text.ends_with(&wire(&[(Some("error"), r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#)])), "{text}");
-        assert_eq!(&error.to_json()[..], br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#);
+        assert!(
+            text.ends_with(&wire(&[(
+                Some("error"),
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+            )])),
+            "{text}"
+        );
+        assert_eq!(
+            &error.to_json()[..],
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+        );
     }
 
     /// Blocks in order, with the next index each; out-of-order calls write nothing.
@@ -414,21 +468,65 @@ mod tests {
         let (emitter, body) = crate::channel(64);
         let mut message = MessageStream::new(emitter, "msg_1", "m");
         let usage = serde_json::json!({"output_tokens": 2});
-        assert!(matches!(message.begin_text().await, Err(StreamError::OutOfOrder { call: "begin_block", .. })));
-        assert!(matches!(message.ping().await, Err(StreamError::OutOfOrder { call: "ping", .. })));
-        message.start(&serde_json::json!({"input_tokens": 1, "output_tokens": 0})).await.unwrap();
-        assert!(matches!(message.start(&usage).await, Err(StreamError::OutOfOrder { call: "start", .. })));
-        assert!(matches!(message.text_delta("x").await, Err(StreamError::OutOfOrder { call: "delta", .. })));
-        assert!(matches!(message.end_block().await, Err(StreamError::OutOfOrder { call: "end_block", .. })));
+        assert!(matches!(
+            message.begin_text().await,
+            Err(StreamError::OutOfOrder {
+                call: "begin_block",
+                ..
+            })
+        ));
+        assert!(matches!(
+            message.ping().await,
+            Err(StreamError::OutOfOrder { call: "ping", .. })
+        ));
+        message
+            .start(&serde_json::json!({"input_tokens": 1, "output_tokens": 0}))
+            .await
+            .unwrap();
+        assert!(matches!(
+            message.start(&usage).await,
+            Err(StreamError::OutOfOrder { call: "start", .. })
+        ));
+        assert!(matches!(
+            message.text_delta("x").await,
+            Err(StreamError::OutOfOrder { call: "delta", .. })
+        ));
+        assert!(matches!(
+            message.end_block().await,
+            Err(StreamError::OutOfOrder {
+                call: "end_block",
+                ..
+            })
+        ));
         message.begin_text().await.unwrap();
-        assert!(matches!(message.begin_text().await, Err(StreamError::OutOfOrder { call: "begin_block", .. })));
-        assert!(matches!(message.finish("end_turn", &usage).await, Err(StreamError::OutOfOrder { call: "finish", .. })));
+        assert!(matches!(
+            message.begin_text().await,
+            Err(StreamError::OutOfOrder {
+                call: "begin_block",
+                ..
+            })
+        ));
+        assert!(matches!(
+            message.finish("end_turn", &usage).await,
+            Err(StreamError::OutOfOrder { call: "finish", .. })
+        ));
         message.end_block().await.unwrap();
-        message.begin_block(&serde_json::json!({"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}})).await.unwrap();
-        message.delta(&serde_json::json!({"type": "input_json_delta", "partial_json": "{}"})).await.unwrap();
+        message
+            .begin_block(
+                &serde_json::json!({"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}),
+            )
+            .await
+            .unwrap();
+        message
+            .delta(&serde_json::json!({"type": "input_json_delta", "partial_json": "{}"}))
+            .await
+            .unwrap();
         message.end_block().await.unwrap();
         message.finish("tool_use", &usage).await.unwrap();
-        assert!(matches!(message.ping().await, Err(StreamError::OutOfOrder { call: "ping", .. })));
+        assert!(matches!(
+            message.ping().await,
+            Err(StreamError::OutOfOrder { call: "ping", .. })
+        ));
         drop(message);
         let text = written(body).await;
         let indexes: Vec<&str> = text.matches(r#""index":1"#).collect();

@@ -47,10 +47,7 @@ use serde::Serialize;
 use crate::{Event, SseEmitter};
 
 /// An event with JSON data, named or not.
-fn json_event<T: Serialize + ?Sized>(
-    name: Option<&str>,
-    data: &T,
-) -> Result<Event, StreamError> {
+fn json_event<T: Serialize + ?Sized>(name: Option<&str>, data: &T) -> Result<Event, StreamError> {
     let event = match name {
         Some(name) => Event::new().event(name)?,
         None => Event::new(),
@@ -77,7 +74,11 @@ mod test_support {
 
     /// Everything a channel's body writes, as text, once every emitter is gone.
     pub(super) async fn written(body: SseBody<EventReceiver>) -> String {
-        let bytes = body.collect().await.expect("the body ends cleanly").to_bytes();
+        let bytes = body
+            .collect()
+            .await
+            .expect("the body ends cleanly")
+            .to_bytes();
         String::from_utf8(bytes.to_vec()).expect("event streams are UTF-8")
     }
 

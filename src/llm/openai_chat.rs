@@ -396,10 +396,28 @@ mod tests {
         drop(chunks);
         let c = |choice: &str| format!("{{{HEAD},\"choices\":[{choice}]}}");
         let expected = wire(&[
-            (None, &c(r#"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}"#)),
-            (None, &c(r#"{"index":0,"delta":{"content":"Hello"},"logprobs":null,"finish_reason":null}"#)),
-            (None, &c(r#"{"index":0,"delta":{"content":" world"},"logprobs":null,"finish_reason":null}"#)),
-            (None, &c(r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}"#)),
+            (
+                None,
+                &c(
+                    r#"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}"#,
+                ),
+            ),
+            (
+                None,
+                &c(
+                    r#"{"index":0,"delta":{"content":"Hello"},"logprobs":null,"finish_reason":null}"#,
+                ),
+            ),
+            (
+                None,
+                &c(
+                    r#"{"index":0,"delta":{"content":" world"},"logprobs":null,"finish_reason":null}"#,
+                ),
+            ),
+            (
+                None,
+                &c(r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}"#),
+            ),
             (None, "[DONE]"),
         ]);
         assert_eq!(written(body).await, expected);
@@ -421,7 +439,8 @@ mod tests {
             chunks.done().await,
             Err(StreamError::OutOfOrder { call: "done", .. })
         ));
-        let usage = serde_json::json!({"completion_tokens": 1, "prompt_tokens": 9, "total_tokens": 10});
+        let usage =
+            serde_json::json!({"completion_tokens": 1, "prompt_tokens": 9, "total_tokens": 10});
         chunks.usage(&usage).await.unwrap();
         assert!(matches!(
             chunks.content("late").await,
@@ -430,9 +449,24 @@ mod tests {
         chunks.done().await.unwrap();
         drop(chunks);
         let expected = wire(&[
-            (None, &format!(r#"{{{HEAD},"choices":[{{"index":0,"delta":{{"role":"assistant","content":"Hi"}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#)),
-            (None, &format!(r#"{{{HEAD},"choices":[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"stop"}}],"usage":null}}"#)),
-            (None, &format!(r#"{{{HEAD},"choices":[],"usage":{{"completion_tokens":1,"prompt_tokens":9,"total_tokens":10}}}}"#)),
+            (
+                None,
+                &format!(
+                    r#"{{{HEAD},"choices":[{{"index":0,"delta":{{"role":"assistant","content":"Hi"}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#
+                ),
+            ),
+            (
+                None,
+                &format!(
+                    r#"{{{HEAD},"choices":[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"stop"}}],"usage":null}}"#
+                ),
+            ),
+            (
+                None,
+                &format!(
+                    r#"{{{HEAD},"choices":[],"usage":{{"completion_tokens":1,"prompt_tokens":9,"total_tokens":10}}}}"#
+                ),
+            ),
             (None, "[DONE]"),
         ]);
         assert_eq!(written(body).await, expected);
@@ -511,10 +545,30 @@ mod tests {
         drop(chunks);
         let head = r#""id":"c","object":"chat.completion.chunk","created":1,"model":"m""#;
         let expected = wire(&[
-            (None, &format!(r#"{{{head},"choices":[{{"index":1,"delta":{{"role":"assistant","tool_calls":[{{"id":"call_1","index":0}}]}},"logprobs":null,"finish_reason":null}}]}}"#)),
-            (None, &format!(r#"{{{head},"choices":[{{"index":0,"delta":{{"content":"a","role":"assistant"}},"logprobs":null,"finish_reason":null}}]}}"#)),
-            (None, &format!(r#"{{{head},"choices":[{{"index":1,"delta":{{}},"logprobs":null,"finish_reason":"tool_calls"}}]}}"#)),
-            (None, &format!(r#"{{{head},"choices":[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"stop"}}]}}"#)),
+            (
+                None,
+                &format!(
+                    r#"{{{head},"choices":[{{"index":1,"delta":{{"role":"assistant","tool_calls":[{{"id":"call_1","index":0}}]}},"logprobs":null,"finish_reason":null}}]}}"#
+                ),
+            ),
+            (
+                None,
+                &format!(
+                    r#"{{{head},"choices":[{{"index":0,"delta":{{"content":"a","role":"assistant"}},"logprobs":null,"finish_reason":null}}]}}"#
+                ),
+            ),
+            (
+                None,
+                &format!(
+                    r#"{{{head},"choices":[{{"index":1,"delta":{{}},"logprobs":null,"finish_reason":"tool_calls"}}]}}"#
+                ),
+            ),
+            (
+                None,
+                &format!(
+                    r#"{{{head},"choices":[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"stop"}}]}}"#
+                ),
+            ),
             (None, "[DONE]"),
         ]);
         assert_eq!(written(body).await, expected);

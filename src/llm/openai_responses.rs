@@ -177,7 +177,10 @@ impl ResponseStream {
     /// Writes `response.created` then `response.in_progress`.
     pub async fn start(&mut self) -> Result<(), StreamError> {
         if self.phase != Phase::Created {
-            return Err(StreamError::out_of_order("start", "the response has started"));
+            return Err(StreamError::out_of_order(
+                "start",
+                "the response has started",
+            ));
         }
         let created = self.lifecycle("response.created", "in_progress", None::<&()>, None)?;
         let in_progress =
@@ -432,7 +435,9 @@ fn own_object<F: Serialize + ?Sized>(fields: &F) -> Result<Map<String, Value>, S
             }
             Ok(map)
         }
-        _ => Err(refuse("the response fields must serialise as a JSON object")),
+        _ => Err(refuse(
+            "the response fields must serialise as a JSON object",
+        )),
     }
 }
 
@@ -446,11 +451,19 @@ mod tests {
     #[tokio::test]
     async fn writes_the_documented_stream() {
         let (emitter, body) = crate::channel(64);
-        let mut stream = ResponseStream::new(emitter, "resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654", "gpt-4.1-2025-04-14", 1741290958)
-            .fields(&serde_json::json!({"instructions": null}))
-            .unwrap();
+        let mut stream = ResponseStream::new(
+            emitter,
+            "resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654",
+            "gpt-4.1-2025-04-14",
+            1741290958,
+        )
+        .fields(&serde_json::json!({"instructions": null}))
+        .unwrap();
         stream.start().await.unwrap();
-        stream.begin_message("msg_67c9fdcf37fc8190ba82116e33fb28c507b8b0ad4e5eb654").await.unwrap();
+        stream
+            .begin_message("msg_67c9fdcf37fc8190ba82116e33fb28c507b8b0ad4e5eb654")
+            .await
+            .unwrap();
         stream.text_delta("Hi").await.unwrap();
         stream.text_delta(" there!").await.unwrap();
         stream.end_message().await.unwrap();
@@ -459,21 +472,82 @@ mod tests {
         drop(stream);
 
         let resp = |status: &str, output: &str, extra: &str| {
-            format!(r#"{{"id":"resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654","object":"response","created_at":1741290958,"status":"{status}","error":null,"incomplete_details":null,"model":"gpt-4.1-2025-04-14","output":[{output}],"instructions":null{extra}}}"#)
+            format!(
+                r#"{{"id":"resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654","object":"response","created_at":1741290958,"status":"{status}","error":null,"incomplete_details":null,"model":"gpt-4.1-2025-04-14","output":[{output}],"instructions":null{extra}}}"#
+            )
         };
         let msg = "msg_67c9fdcf37fc8190ba82116e33fb28c507b8b0ad4e5eb654";
-        let item = format!(r#"{{"id":"{msg}","type":"message","status":"completed","content":[{{"type":"output_text","text":"Hi there!","annotations":[]}}],"role":"assistant"}}"#);
+        let item = format!(
+            r#"{{"id":"{msg}","type":"message","status":"completed","content":[{{"type":"output_text","text":"Hi there!","annotations":[]}}],"role":"assistant"}}"#
+        );
         let expected = wire(&[
-            (Some("response.created"), &format!(r#"{{"type":"response.created","response":{},"sequence_number":0}}"#, resp("in_progress", "", ""))),
-            (Some("response.in_progress"), &format!(r#"{{"type":"response.in_progress","response":{},"sequence_number":1}}"#, resp("in_progress", "", ""))),
-            (Some("response.output_item.added"), &format!(r#"{{"type":"response.output_item.added","output_index":0,"item":{{"id":"{msg}","type":"message","status":"in_progress","content":[],"role":"assistant"}},"sequence_number":2}}"#)),
-            (Some("response.content_part.added"), &format!(r#"{{"type":"response.content_part.added","item_id":"{msg}","output_index":0,"content_index":0,"part":{{"type":"output_text","text":"","annotations":[]}},"sequence_number":3}}"#)),
-            (Some("response.output_text.delta"), &format!(r#"{{"type":"response.output_text.delta","item_id":"{msg}","output_index":0,"content_index":0,"delta":"Hi","sequence_number":4}}"#)),
-            (Some("response.output_text.delta"), &format!(r#"{{"type":"response.output_text.delta","item_id":"{msg}","output_index":0,"content_index":0,"delta":" there!","sequence_number":5}}"#)),
-            (Some("response.output_text.done"), &format!(r#"{{"type":"response.output_text.done","item_id":"{msg}","output_index":0,"content_index":0,"text":"Hi there!","sequence_number":6}}"#)),
-            (Some("response.content_part.done"), &format!(r#"{{"type":"response.content_part.done","item_id":"{msg}","output_index":0,"content_index":0,"part":{{"type":"output_text","text":"Hi there!","annotations":[]}},"sequence_number":7}}"#)),
-            (Some("response.output_item.done"), &format!(r#"{{"type":"response.output_item.done","output_index":0,"item":{item},"sequence_number":8}}"#)),
-            (Some("response.completed"), &format!(r#"{{"type":"response.completed","response":{},"sequence_number":9}}"#, resp("completed", &item, r#","usage":{"input_tokens":37,"output_tokens":11,"total_tokens":48}"#))),
+            (
+                Some("response.created"),
+                &format!(
+                    r#"{{"type":"response.created","response":{},"sequence_number":0}}"#,
+                    resp("in_progress", "", "")
+                ),
+            ),
+            (
+                Some("response.in_progress"),
+                &format!(
+                    r#"{{"type":"response.in_progress","response":{},"sequence_number":1}}"#,
+                    resp("in_progress", "", "")
+                ),
+            ),
+            (
+                Some("response.output_item.added"),
+                &format!(
+                    r#"{{"type":"response.output_item.added","output_index":0,"item":{{"id":"{msg}","type":"message","status":"in_progress","content":[],"role":"assistant"}},"sequence_number":2}}"#
+                ),
+            ),
+            (
+                Some("response.content_part.added"),
+                &format!(
+                    r#"{{"type":"response.content_part.added","item_id":"{msg}","output_index":0,"content_index":0,"part":{{"type":"output_text","text":"","annotations":[]}},"sequence_number":3}}"#
+                ),
+            ),
+            (
+                Some("response.output_text.delta"),
+                &format!(
+                    r#"{{"type":"response.output_text.delta","item_id":"{msg}","output_index":0,"content_index":0,"delta":"Hi","sequence_number":4}}"#
+                ),
+            ),
+            (
+                Some("response.output_text.delta"),
+                &format!(
+                    r#"{{"type":"response.output_text.delta","item_id":"{msg}","output_index":0,"content_index":0,"delta":" there!","sequence_number":5}}"#
+                ),
+            ),
+            (
+                Some("response.output_text.done"),
+                &format!(
+                    r#"{{"type":"response.output_text.done","item_id":"{msg}","output_index":0,"content_index":0,"text":"Hi there!","sequence_number":6}}"#
+                ),
+            ),
+            (
+                Some("response.content_part.done"),
+                &format!(
+                    r#"{{"type":"response.content_part.done","item_id":"{msg}","output_index":0,"content_index":0,"part":{{"type":"output_text","text":"Hi there!","annotations":[]}},"sequence_number":7}}"#
+                ),
+            ),
+            (
+                Some("response.output_item.done"),
+                &format!(
+                    r#"{{"type":"response.output_item.done","output_index":0,"item":{item},"sequence_number":8}}"#
+                ),
+            ),
+            (
+                Some("response.completed"),
+                &format!(
+                    r#"{{"type":"response.completed","response":{},"sequence_number":9}}"#,
+                    resp(
+                        "completed",
+                        &item,
+                        r#","usage":{"input_tokens":37,"output_tokens":11,"total_tokens":48}"#
+                    )
+                ),
+            ),
         ]);
         assert_eq!(written(body).await, expected);
     }
@@ -486,13 +560,19 @@ mod tests {
         stream.start().await.unwrap();
         stream.begin_message("msg_1").await.unwrap();
         stream.text_delta("par").await.unwrap();
-        stream.fail("server_error", "The model failed").await.unwrap();
+        stream
+            .fail("server_error", "The model failed")
+            .await
+            .unwrap();
         for refused in [
             stream.text_delta("x").await,
             stream.complete(&serde_json::json!({})).await,
             stream.fail("server_error", "again").await,
         ] {
-            assert!(matches!(refused, Err(StreamError::OutOfOrder { .. })), "{refused:?}");
+            assert!(
+                matches!(refused, Err(StreamError::OutOfOrder { .. })),
+                "{refused:?}"
+            );
         }
         drop(stream);
         let text = written(body).await;
@@ -511,7 +591,8 @@ data: {"type":"response.failed","response":{"id":"resp_1","object":"response","c
     async fn refuses_out_of_order_calls_and_bad_fields() {
         let (emitter, body) = crate::channel(64);
         assert!(matches!(
-            ResponseStream::new(emitter.clone(), "r", "m", 0).fields(&serde_json::json!({"id": "x"})),
+            ResponseStream::new(emitter.clone(), "r", "m", 0)
+                .fields(&serde_json::json!({"id": "x"})),
             Err(StreamError::Encode(_))
         ));
         assert!(matches!(
@@ -519,15 +600,51 @@ data: {"type":"response.failed","response":{"id":"resp_1","object":"response","c
             Err(StreamError::Encode(_))
         ));
         let mut stream = ResponseStream::new(emitter, "r", "m", 0);
-        assert!(matches!(stream.begin_message("msg").await, Err(StreamError::OutOfOrder { call: "begin_message", .. })));
-        assert!(matches!(stream.complete(&serde_json::json!({})).await, Err(StreamError::OutOfOrder { call: "complete", .. })));
+        assert!(matches!(
+            stream.begin_message("msg").await,
+            Err(StreamError::OutOfOrder {
+                call: "begin_message",
+                ..
+            })
+        ));
+        assert!(matches!(
+            stream.complete(&serde_json::json!({})).await,
+            Err(StreamError::OutOfOrder {
+                call: "complete",
+                ..
+            })
+        ));
         stream.start().await.unwrap();
-        assert!(matches!(stream.start().await, Err(StreamError::OutOfOrder { call: "start", .. })));
-        assert!(matches!(stream.text_delta("x").await, Err(StreamError::OutOfOrder { call: "text_delta", .. })));
-        assert!(matches!(stream.end_message().await, Err(StreamError::OutOfOrder { call: "end_message", .. })));
+        assert!(matches!(
+            stream.start().await,
+            Err(StreamError::OutOfOrder { call: "start", .. })
+        ));
+        assert!(matches!(
+            stream.text_delta("x").await,
+            Err(StreamError::OutOfOrder {
+                call: "text_delta",
+                ..
+            })
+        ));
+        assert!(matches!(
+            stream.end_message().await,
+            Err(StreamError::OutOfOrder {
+                call: "end_message",
+                ..
+            })
+        ));
         stream.begin_message("msg_a").await.unwrap();
-        assert!(matches!(stream.begin_message("msg_b").await, Err(StreamError::OutOfOrder { call: "begin_message", .. })));
-        assert!(matches!(stream.complete(&serde_json::json!({"model": "x"})).await, Err(StreamError::Encode(_))));
+        assert!(matches!(
+            stream.begin_message("msg_b").await,
+            Err(StreamError::OutOfOrder {
+                call: "begin_message",
+                ..
+            })
+        ));
+        assert!(matches!(
+            stream.complete(&serde_json::json!({"model": "x"})).await,
+            Err(StreamError::Encode(_))
+        ));
         stream.text_delta("a").await.unwrap();
         // Completing closes the open message first.
         stream.complete(&serde_json::json!({})).await.unwrap();
@@ -552,7 +669,10 @@ data: {"type":"response.failed","response":{"id":"resp_1","object":"response","c
             ]
         );
         for (n, line) in text.lines().filter(|l| l.starts_with("data: ")).enumerate() {
-            assert!(line.ends_with(&format!(r#""sequence_number":{n}}}"#)), "{line}");
+            assert!(
+                line.ends_with(&format!(r#""sequence_number":{n}}}"#)),
+                "{line}"
+            );
         }
     }
 }
