@@ -144,6 +144,27 @@ for (const name of EXAMPLES) {
       assert.ok(sent < total);
     });
 
+    test('shutting down ends an open stream with an error event, not a short answer', async () => {
+      const server = await startExample(name, { env: { GPT_DELAY_MS: 100 } });
+      try {
+        const stream = client(server).messages.stream({
+          model: 'echo', max_tokens: 100, messages: ask('an answer cut by a shutdown'),
+        });
+        let pieces = 0;
+        stream.on('text', () => {
+          if (++pieces === 2) server.interrupt();
+        });
+        await assert.rejects(stream.finalMessage(), (error) => {
+          assert.ok(error instanceof Anthropic.APIError, String(error));
+          assert.match(error.message, /shutting down/);
+          return true;
+        });
+        assert.equal(await server.exited, 0);
+      } finally {
+        await server.stop();
+      }
+    });
+
     test('CORS lets an allowed page send the SDK headers', async () => {
       const response = await fetch(`${fast.url}/v1/messages`, {
         method: 'OPTIONS',

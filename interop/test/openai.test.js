@@ -202,6 +202,29 @@ for (const name of EXAMPLES) {
       });
     }
 
+    test('shutting down ends an open stream with an APIError, not a short answer', async () => {
+      const server = await startExample(name, { env: { GPT_DELAY_MS: 100 } });
+      try {
+        const stream = await client(server).chat.completions.create({
+          model: 'echo', messages: ask('an answer cut by a shutdown'), stream: true,
+        });
+        let text = '';
+        await assert.rejects(async () => {
+          for await (const chunk of stream) {
+            text += chunk.choices[0]?.delta.content ?? '';
+            if ([...text].length === 2) server.interrupt();
+          }
+        }, (error) => {
+          assert.ok(error instanceof OpenAI.APIError, String(error));
+          assert.match(error.message, /shutting down/);
+          return true;
+        });
+        assert.equal(await server.exited, 0);
+      } finally {
+        await server.stop();
+      }
+    });
+
     test('CORS lets an allowed page send the SDK headers', async () => {
       const response = await fetch(`${fast.url}/v1/chat/completions`, {
         method: 'OPTIONS',
