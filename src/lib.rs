@@ -13,6 +13,8 @@
 //! * [`Hub`] broadcasts to many subscribers, each event encoded once, with bounded queues and
 //!   a [`LagPolicy`]; its topics keep a [`ReplayLog`] so a client that reconnects with a
 //!   [`LastEventId`] resumes with no gap and no duplicate.
+//! * `llm` (feature `llm`) writes the streams of the OpenAI Chat Completions, OpenAI Responses
+//!   and Anthropic Messages APIs exactly as their official SDKs expect them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]

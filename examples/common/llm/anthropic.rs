@@ -65,7 +65,7 @@ where
             "header is required",
         ));
     }
-    let (_, body) = request::read_json(request).await?;
+    let body = request::read_json(request).await?;
     let (name, failing) = request::model(&body)?;
     let Some(max_pieces) = request::limit(&body, "max_tokens")? else {
         return Err(Refusal::bad_param("max_tokens", "Field required"));

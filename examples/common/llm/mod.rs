@@ -76,13 +76,19 @@ where
 }
 
 /// Keep-alive comments only: no shutdown or time-limit event, which the SDKs would try to
-/// decode as JSON. `KEEP_ALIVE_MS` shortens the interval (tests use it).
+/// decode as JSON. `KEEP_ALIVE_MS` changes the interval (tests shorten it); like the other
+/// settings, a bad value stops the server at startup rather than running with a surprise.
 fn sse_layer() -> SseLayer {
-    let interval = env::var("KEEP_ALIVE_MS")
-        .ok()
-        .and_then(|ms| ms.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(KEEP_ALIVE);
+    let interval = match env::var("KEEP_ALIVE_MS") {
+        Err(_) => KEEP_ALIVE,
+        Ok(ms) => match ms.parse() {
+            Ok(ms) => Duration::from_millis(ms),
+            Err(_) => {
+                eprintln!("error: KEEP_ALIVE_MS={ms:?} is not a number of milliseconds");
+                std::process::exit(2);
+            }
+        },
+    };
     SseLayer::new().keep_alive(interval).on_close(|info| {
         info!(
             events = info.events,
@@ -266,34 +272,17 @@ fn stopped(why: impl std::fmt::Display, sent: usize, total: usize) -> Outcome {
     Outcome::Gone
 }
 
-/// A whole answer, for requests that do not stream.
-struct Whole {
-    text: String,
-    pieces: usize,
-    /// Whether the request's piece limit cut it short.
-    limited: bool,
-}
+/// Collects the answer of a request that does not stream. Its client cannot leave without
+/// the request's future, and so the generation, being dropped.
+struct Collect(String);
 
-/// The whole answer at once; `Err` with a message if the model failed.
-async fn generate_all(job: &Job, model: &Model) -> Result<Whole, String> {
-    let mut pieces = model.answer(&job.query);
-    let mut whole = Whole {
-        text: String::new(),
-        pieces: 0,
-        limited: false,
-    };
-    while let Some(piece) = pieces.next().await {
-        if job.failing && whole.pieces == FAIL_AFTER {
-            return Err(format!("the model {FAILING_MODEL} failed on purpose"));
-        }
-        if job.max_pieces.is_some_and(|max| whole.pieces >= max) {
-            whole.limited = true;
-            break;
-        }
-        whole
-            .text
-            .push_str(&piece.map_err(|error| error.to_string())?);
-        whole.pieces += 1;
+impl Writer for Collect {
+    async fn piece(&mut self, text: &str) -> Result<(), StreamError> {
+        self.0.push_str(text);
+        Ok(())
     }
-    Ok(whole)
+
+    async fn closed(&self) -> CloseReason {
+        std::future::pending().await
+    }
 }

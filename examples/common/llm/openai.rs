@@ -10,8 +10,8 @@ use tower_sse::{
 };
 
 use super::{
-    channel, generate, generate_all, json_response, new_id, request, stream_response, unix_time,
-    ApiBody, Job, Outcome, Writer,
+    channel, generate, json_response, new_id, request, stream_response, unix_time, ApiBody,
+    Collect, Job, Outcome, Writer,
 };
 use crate::common::Model;
 use request::{Kind, Refusal};
@@ -45,7 +45,7 @@ where
     B::Error: Into<BoxError>,
 {
     request::require_api_key(request.headers(), NO_API_KEY)?;
-    let (_, body) = request::read_json(request).await?;
+    let body = request::read_json(request).await?;
     let (model, failing) = request::model(&body)?;
     Ok((body, model, failing))
 }
@@ -91,7 +91,7 @@ where
         Err(refusal) => return refuse(refusal),
     };
     if !stream {
-        return whole_chat_completion(&job, &model, &name).await;
+        return whole_chat_completion(&job, &model, &name, &shutdown).await;
     }
 
     let (emitter, body) = channel();
@@ -194,16 +194,26 @@ fn shutting_down() -> OpenAiError {
 
 /// The whole answer as one `chat.completion` (`application/json`, which openai-node needs to
 /// parse it).
-async fn whole_chat_completion(job: &Job, model: &Model, name: &str) -> Response<ApiBody> {
-    let whole = match generate_all(job, model).await {
-        Ok(whole) => whole,
-        Err(message) => {
-            return json_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                model_error(message).to_json(),
-            )
-        }
-    };
+async fn whole_chat_completion(
+    job: &Job,
+    model: &Model,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> Response<ApiBody> {
+    let mut answer = Collect(String::new());
+    let (pieces, limited) =
+        match generate(&mut answer, job, model, shutdown, "chat.completions").await {
+            Outcome::Finished { pieces, limited } => (pieces, limited),
+            Outcome::Failed(message) => {
+                return json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    model_error(message).to_json(),
+                )
+            }
+            Outcome::ShuttingDown | Outcome::Gone => {
+                return json_response(StatusCode::SERVICE_UNAVAILABLE, shutting_down().to_json())
+            }
+        };
     let completion = json!({
         "id": new_id("chatcmpl-"),
         "object": "chat.completion",
@@ -211,11 +221,11 @@ async fn whole_chat_completion(job: &Job, model: &Model, name: &str) -> Response
         "model": name,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": whole.text, "refusal": null},
+            "message": {"role": "assistant", "content": answer.0, "refusal": null},
             "logprobs": null,
-            "finish_reason": if whole.limited { "length" } else { "stop" },
+            "finish_reason": if limited { "length" } else { "stop" },
         }],
-        "usage": usage(job, whole.pieces),
+        "usage": usage(job, pieces),
     });
     json_response(StatusCode::OK, completion.to_string().into())
 }

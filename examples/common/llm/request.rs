@@ -2,7 +2,7 @@
 //! and the text of the last user message. A refusal is protocol-neutral; each protocol writes
 //! it in its own error shape.
 
-use http::{header, request::Parts, HeaderMap, Request, StatusCode};
+use http::{header, HeaderMap, Request, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
@@ -68,15 +68,13 @@ pub fn method_not_allowed() -> Refusal {
     )
 }
 
-/// The request's headers and its body as a JSON object.
-pub async fn read_json<B>(
-    request: Request<B>,
-) -> Result<(Parts, serde_json::Map<String, Value>), Refusal>
+/// The request body as a JSON object (read after the headers were checked).
+pub async fn read_json<B>(request: Request<B>) -> Result<serde_json::Map<String, Value>, Refusal>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let (parts, body) = request.into_parts();
+    let body = request.into_body();
     let too_large = || {
         Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -96,7 +94,7 @@ where
         }
     };
     match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(object)) => Ok((parts, object)),
+        Ok(Value::Object(object)) => Ok(object),
         Ok(_) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             Kind::InvalidRequest,
