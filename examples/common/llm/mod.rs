@@ -242,28 +242,38 @@ async fn generate<W: Writer + Send>(
         }
         let piece = tokio::select! {
             reason = writer.closed() => return stopped(reason, sent, total),
-            () = shutdown.cancelled() => {
-                info!(sent, total, "stopped generating: the server is shutting down");
-                return Outcome::ShuttingDown;
-            }
+            () = shutdown.cancelled() => return shutting_down(sent, total),
             piece = pieces.next() => piece,
         };
-        match piece {
+        let piece = match piece {
             None => break,
-            Some(Ok(piece)) => {
-                if let Err(error) = writer.piece(&piece).await {
-                    return stopped(error, sent, total);
-                }
-                sent += 1;
-            }
+            Some(Ok(piece)) => piece,
             Some(Err(error)) => return Outcome::Failed(error.to_string()),
+        };
+        // A slow reader makes the write wait for room; a shutdown does not wait for it.
+        let written = tokio::select! {
+            written = writer.piece(&piece) => written,
+            () = shutdown.cancelled() => return shutting_down(sent, total),
+        };
+        if let Err(error) = written {
+            return stopped(error, sent, total);
         }
+        sent += 1;
     }
     info!(total, "answer complete");
     Outcome::Finished {
         pieces: sent,
         limited: false,
     }
+}
+
+/// Logs that the model stopped for a shutdown.
+fn shutting_down(sent: usize, total: usize) -> Outcome {
+    info!(
+        sent,
+        total, "stopped generating: the server is shutting down"
+    );
+    Outcome::ShuttingDown
 }
 
 /// Logs why the model stopped before the end of its answer.
