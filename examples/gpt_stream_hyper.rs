@@ -12,6 +12,9 @@
 //!
 //! `GET /events` is a live feed that a client resumes with `Last-Event-ID` (see
 //! `common/events.rs`); `EVENTS_INTERVAL_MS` sets its pace (default 1000).
+//!
+//! `POST /v1/chat/completions`, `/v1/responses` and `/v1/messages` speak the OpenAI and
+//! Anthropic APIs, so their official SDKs work against this server (see `common/llm`).
 
 mod common;
 
