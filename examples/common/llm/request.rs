@@ -114,8 +114,10 @@ pub fn require_api_key(headers: &HeaderMap, message: &'static str) -> Result<(),
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .is_some_and(|key| !key.trim().is_empty());
+        .and_then(|value| value.split_once(' '))
+        .is_some_and(|(scheme, key)| {
+            scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty()
+        });
     let api_key = headers
         .get("x-api-key")
         .is_some_and(|value| !value.as_bytes().trim_ascii().is_empty());
