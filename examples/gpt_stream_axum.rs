@@ -16,6 +16,8 @@
 //! With the `client` feature, `UPSTREAM_URL` (and `UPSTREAM_MODEL`, `UPSTREAM_API_KEY`) make it
 //! a gateway that streams an OpenAI-compatible server's answers instead (see
 //! `common/upstream.rs`).
+//! `POST /v1/chat/completions`, `/v1/responses` and `/v1/messages` speak the OpenAI and
+//! Anthropic APIs, so their official SDKs work against this server (see `common/llm`).
 
 mod common;
 
@@ -56,7 +58,12 @@ async fn main() -> std::io::Result<()> {
         // The last layer added is the outermost: the SSE layer (keep-alives, SSE headers,
         // ending streams on shutdown) around CORS, around the routes.
         .layer(config.cors())
-        .layer(common::sse_layer(shutdown.clone()));
+        .layer(common::sse_layer(shutdown.clone()))
+        // The OpenAI- and Anthropic-compatible API, with its own SSE layer (common/llm).
+        .merge(Router::new().route_service(
+            "/v1/{*path}",
+            common::llm::service(&config, config.model(), shutdown.clone()),
+        ));
 
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);

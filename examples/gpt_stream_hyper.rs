@@ -2,7 +2,7 @@
 //! streamed piece by piece as Server-Sent Events, with the page at `/` to try it in a browser.
 //!
 //! ```sh
-//! cargo run --example gpt_stream_hyper
+//! cargo run --features llm --example gpt_stream_hyper
 //! # then open http://127.0.0.1:8080/ or:
 //! curl -N -H 'Content-Type: application/json' -d '{"query": "Hello"}' http://127.0.0.1:8080/gpt-stream
 //! ```
@@ -16,6 +16,8 @@
 //! With the `client` feature, `UPSTREAM_URL` (and `UPSTREAM_MODEL`, `UPSTREAM_API_KEY`) make it
 //! a gateway that streams an OpenAI-compatible server's answers instead (see
 //! `common/upstream.rs`).
+//! `POST /v1/chat/completions`, `/v1/responses` and `/v1/messages` speak the OpenAI and
+//! Anthropic APIs, so their official SDKs work against this server (see `common/llm`).
 
 mod common;
 
@@ -54,6 +56,8 @@ async fn main() -> std::io::Result<()> {
     // The whole app as one tower service: the router inside CORS, inside the SSE layer
     // (keep-alives, SSE headers, ending streams on shutdown).
     let model = config.model();
+    // The OpenAI- and Anthropic-compatible API under /v1/, with its own SSE layer (common/llm).
+    let api = common::llm::service(&config, model.clone(), shutdown.clone());
     let feed = common::events::Feed::start();
     let app = ServiceBuilder::new()
         .layer(common::sse_layer(shutdown.clone()))
@@ -72,8 +76,21 @@ async fn main() -> std::io::Result<()> {
             () = shutdown.cancelled() => break,
         };
         // hyper calls services with `&self`; a tower service is called through a clone.
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |request| app.clone().oneshot(request));
+        let (app, api) = (app.clone(), api.clone());
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let (app, api) = (app.clone(), api.clone());
+            async move {
+                if request.uri().path().starts_with("/v1/") {
+                    api.oneshot(request)
+                        .await
+                        .map(|response| response.map(boxed))
+                } else {
+                    app.oneshot(request)
+                        .await
+                        .map(|response| response.map(boxed))
+                }
+            }
+        });
         // HTTP/1.1 or HTTP/2, whichever the client speaks.
         let connection = auto::Builder::new(TokioExecutor::new())
             .serve_connection(TokioIo::new(stream), service)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The interop suite: the /gpt-stream examples against clients we did not write,
-# @microsoft/fetch-event-source under Node and the example page in headless Chromium.
+# The interop suite: the examples against clients we did not write,
+# @microsoft/fetch-event-source under Node and the example page in headless Chromium, and the
+# official OpenAI and Anthropic SDKs (npm and PyPI) on the /v1 routes.
 #
 #   bash interop/run.sh
 #
-# Needs Node 20+, npm and cargo. Installs Chromium with apt-get when /usr/bin/chromium is
+# Needs Node 20+, npm, python3 and cargo. Installs Chromium with apt-get when /usr/bin/chromium is
 # missing and this runs in CI or as root; set CHROMIUM to use another binary.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -32,3 +33,6 @@ export EXAMPLES_DIR="${CARGO_TARGET_DIR:-$root/target}/debug/examples"
 
 # One file at a time, so that the timing checks do not compete with each other for the CPU.
 node --test --test-concurrency=1 test/*.test.js
+
+# The official Python SDKs (openai, anthropic) against the /v1 routes, in a pinned venv.
+bash python/run.sh

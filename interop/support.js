@@ -198,3 +198,26 @@ export const HARD_QUERIES = {
   'family and flag graphemes': 'family 👨‍👩‍👧‍👦, flags 🇫🇷🇯🇵🏳️‍🌈, skin tone 👍🏽',
   'combining marks': 'cafe\u0301 na\u0308ive Z\u0335\u0327a\u0337l\u0338g\u0336o\u0334 \u0915\u094d\u0937',
 };
+
+/**
+ * POSTs `body` as JSON to `path` with plain fetch and resolves with the status, the headers
+ * and the whole response text: the exact wire bytes the SDK tests' clients decode.
+ */
+export async function postRaw(baseUrl, path, body, headers = {}) {
+  const response = await fetch(new URL(path, baseUrl), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, headers: response.headers, text: await response.text() };
+}
+
+/**
+ * Resolves with `{ sent, total }` from the example's `stopped generating: <why>` log line
+ * logged after line `from` whose reason matches `why`.
+ */
+export async function generationStopped(server, why, from, timeoutMs = 3_000) {
+  const pattern = new RegExp(`stopped generating: .*${why}.*sent=(\\d+) total=(\\d+)`);
+  const [, sent, total] = await server.waitForLog(pattern, timeoutMs, from);
+  return { sent: Number(sent), total: Number(total) };
+}

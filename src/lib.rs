@@ -80,6 +80,8 @@
 //!   [`LastEventId`] resumes with no gap and no duplicate.
 //! * `client` (feature `client`) reads event streams: any method, headers and body over any
 //!   tower service, with checked responses, reconnection with `Last-Event-ID` and limits.
+//! * `llm` (feature `llm`) writes the streams of the OpenAI Chat Completions, OpenAI Responses
+//!   and Anthropic Messages APIs exactly as their official SDKs expect them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -95,6 +97,8 @@ mod emitter;
 mod event;
 mod hub;
 pub mod layer;
+#[cfg(feature = "llm")]
+pub mod llm;
 mod parse;
 mod replay;
 pub mod test;

@@ -22,6 +22,7 @@ use tower_sse::{BoxError, Event, EventName, SseEmitter, SseLayer};
 use tracing::info;
 
 pub mod events;
+pub mod llm;
 pub mod model;
 pub mod upstream;
 
@@ -143,15 +144,51 @@ impl Config {
             AllowedOrigins::Any => AllowOrigin::any(),
             AllowedOrigins::List(list) => AllowOrigin::list(list.iter().cloned()),
         };
+        let mut allow_headers = vec![
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("last-event-id"),
+        ];
+        // The official OpenAI and Anthropic SDKs, used from a browser, on the `/v1` routes.
+        allow_headers.extend(
+            SDK_HEADERS
+                .iter()
+                .map(|name| header::HeaderName::from_static(name)),
+        );
         CorsLayer::new()
             .allow_origin(origins)
             .allow_methods([Method::POST])
-            .allow_headers([
-                header::CONTENT_TYPE,
-                header::HeaderName::from_static("last-event-id"),
-            ])
+            .allow_headers(allow_headers)
     }
 }
+
+/// The request headers the OpenAI and Anthropic SDKs send: credentials, API versions and
+/// the `x-stainless-*` telemetry of both (CORS has no wildcard for a prefix, so all by name).
+const SDK_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "anthropic-version",
+    "anthropic-beta",
+    "anthropic-dangerous-direct-browser-access",
+    "openai-organization",
+    "openai-project",
+    "x-stainless-arch",
+    "x-stainless-async",
+    "x-stainless-custom-event-handler",
+    "x-stainless-custom-poll-interval",
+    "x-stainless-helper",
+    "x-stainless-helper-method",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-poll-helper",
+    "x-stainless-raw-response",
+    "x-stainless-read-timeout",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-stream-helper",
+    "x-stainless-timeout",
+];
 
 /// Logs to stderr, at `info` unless `RUST_LOG` says otherwise; colours only on a terminal.
 pub fn init_tracing() {
