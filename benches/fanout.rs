@@ -174,7 +174,10 @@ impl Publisher {
     fn publish(&self, message: &Arc<str>) {
         match self {
             Publisher::Hub(topic) => {
-                topic.publish(tower_event(message));
+                // In memory a publish is done when called; the future only carries the id.
+                let published =
+                    futures::FutureExt::now_or_never(topic.publish(tower_event(message)));
+                assert!(matches!(published, Some(Ok(_))));
             }
             Publisher::Broadcast(sender) => {
                 let _ = sender.send(Arc::clone(message));

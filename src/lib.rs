@@ -36,7 +36,7 @@ pub use emitter::{
     channel, ChannelBuilder, EventReceiver, SendError, SendErrorKind, SseEmitter, TrySendError,
 };
 pub use event::{Event, EventError, EventField};
-pub use hub::{Hub, HubBuilder, LagPolicy, Subscriber, Topic};
+pub use hub::{Hub, HubBuilder, LagPolicy, PublishError, Subscriber, Topic};
 pub use layer::{ResponseFuture, SseLayer, SseLayerBody, SseService};
 pub use parse::{MessageEvent, ParseError, Parser};
 pub use replay::{LastEventId, LastEventIdError, Replay, ReplayError, ReplayLog};
