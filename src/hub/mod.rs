@@ -21,7 +21,7 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, PoisonError, Weak,
     },
     task::Waker,
@@ -33,6 +33,7 @@ use crate::{
 };
 
 use broker::Broker;
+use tokio::sync::Notify;
 pub use subscriber::Subscriber;
 use waiters::Waiters;
 
@@ -336,6 +337,10 @@ pub(crate) struct Shared {
     notices: Notices,
     broker: Option<Arc<dyn Broker>>,
     state: Mutex<State>,
+    /// Set once the log follows the broker's stream (at once in memory), and the waiters for
+    /// that moment.
+    following: AtomicBool,
+    followed: Notify,
     /// How many times the waiting subscribers were woken (by a publish, or as the topic
     /// ends). A subscriber parked since the latest round knows, without the lock, that there
     /// is nothing new for it and that its waker is still registered.
@@ -368,6 +373,8 @@ impl Topic {
                     subscribers: 0,
                     publishers: 1,
                 }),
+                following: AtomicBool::new(config.broker.is_none()),
+                followed: Notify::new(),
                 rounds: AtomicU64::new(0),
             }),
         }
@@ -385,11 +392,30 @@ impl Topic {
     /// In memory it is done at once and never fails. With a broker it is one round trip, and
     /// it fails if the broker did not acknowledge the event; an acknowledged event reaches
     /// every subscriber that stays connected, on every node.
+    ///
+    /// With a broker, it first waits until this node follows the topic's stream (see
+    /// [`ready`](Topic::ready)), so that its own subscribers get what it publishes.
     pub async fn publish(&self, event: impl Into<Event>) -> Result<LastEventId, PublishError> {
         let event = event.into();
         match &self.shared.broker {
             None => Ok(self.publish_here(event)),
-            Some(broker) => broker.publish(&self.shared.name, &event).await,
+            Some(broker) => {
+                self.ready().await;
+                broker.publish(&self.shared.name, &event).await
+            }
+        }
+    }
+
+    /// Resolves once this node follows the topic: at once in memory; with a broker, once its
+    /// reader has joined the stream (it keeps trying while the broker is away). Subscribers
+    /// made before then get the events acknowledged after that moment.
+    pub async fn ready(&self) {
+        loop {
+            let followed = self.shared.followed.notified();
+            if self.shared.following.load(Ordering::Acquire) {
+                return;
+            }
+            followed.await;
         }
     }
 
@@ -552,6 +578,8 @@ impl Feed {
         let mut state = shared.lock();
         let changed = !state.log.epoch().is_empty();
         state.log.start_epoch(epoch.into(), floor);
+        shared.following.store(true, Ordering::Release);
+        shared.followed.notify_waiters();
         if changed {
             let notice = shared.notices.resync(0).into_shared();
             state.log.push_keyed(floor, notice);
