@@ -398,7 +398,7 @@ impl ReplayLog {
             .expect("an epoch and decimal numbers hold no CR, LF or NUL")
             .into_shared();
         self.push_keyed(key, event);
-        LastEventId(id.into_boxed_str())
+        LastEventId::issued(id)
     }
 
     /// Appends an event that already carries its id (made from `key`, which is greater than
@@ -563,7 +563,7 @@ impl ReplayLog {
     pub fn last_id(&self) -> Option<LastEventId> {
         let newest = self.entries.back()?;
         (self.next - 1 >= self.epoch_start)
-            .then(|| LastEventId(self.id_of(newest.key).into_boxed_str()))
+            .then(|| LastEventId::issued(self.id_of(newest.key)))
     }
 
     /// How many events the log holds.

@@ -104,6 +104,9 @@ pub struct HubBuilder {
     lag_policy: LagPolicy,
     notices: Notices,
     broker: Option<Arc<dyn Broker>>,
+    /// The Redis to keep the logs in, made a broker when the hub is built.
+    #[cfg(feature = "redis")]
+    redis: Option<::redis::Client>,
 }
 
 /// The hub's own events, named as the builder said.
@@ -140,6 +143,8 @@ impl Default for HubBuilder {
                 lagged: notice_named("lagged").expect("a constant name"),
             },
             broker: None,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 }
@@ -196,7 +201,12 @@ impl HubBuilder {
     }
 
     /// Builds the hub.
-    pub fn build(self) -> Hub {
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+    pub fn build(mut self) -> Hub {
+        #[cfg(feature = "redis")]
+        if let Some(client) = self.redis.take() {
+            self.broker = Some(redis::broker(client, self.max_events));
+        }
         Hub {
             inner: Arc::new(HubInner {
                 config: self,

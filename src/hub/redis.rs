@@ -76,15 +76,20 @@ impl HubBuilder {
     /// away (streams stay open and catch up once it is back), so the hub's topics must be made
     /// inside a tokio runtime.
     pub fn redis(mut self, client: redis::Client) -> Self {
-        self.broker = Some(Arc::new(RedisBroker(Arc::new(Inner {
-            client,
-            maxlen: self.max_events,
-            shared: tokio::sync::Mutex::new(None),
-            epochs: Mutex::new(HashMap::new()),
-            catch_ups: Semaphore::new(CATCH_UP_READS),
-        }))));
+        self.redis = Some(client);
         self
     }
+}
+
+/// The broker on this Redis, its streams bounded by `maxlen`.
+pub(super) fn broker(client: redis::Client, maxlen: usize) -> Arc<dyn Broker> {
+    Arc::new(RedisBroker(Arc::new(Inner {
+        client,
+        maxlen,
+        shared: tokio::sync::Mutex::new(None),
+        epochs: Mutex::new(HashMap::new()),
+        catch_ups: Semaphore::new(CATCH_UP_READS),
+    })))
 }
 
 /// The [`Broker`] on Redis Streams.
