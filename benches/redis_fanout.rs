@@ -116,7 +116,10 @@ async fn throughput(topics: &[Topic], per_topic: usize, events: usize) -> f64 {
             tokio::spawn(async move {
                 for index in (p..events).step_by(PUBLISHERS) {
                     let topic = &topics[index % topics.len()];
-                    topic.publish(Event::new().data(index.to_string())).await.unwrap();
+                    topic
+                        .publish(Event::new().data(index.to_string()))
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -132,7 +135,11 @@ async fn throughput(topics: &[Topic], per_topic: usize, events: usize) -> f64 {
 }
 
 /// From publish to the last subscriber's receipt, one event at a time: p50 and p99.
-async fn latency(topics: &[Topic], per_topic: usize, latency_events: usize) -> (Duration, Duration) {
+async fn latency(
+    topics: &[Topic],
+    per_topic: usize,
+    latency_events: usize,
+) -> (Duration, Duration) {
     let subscribers = topics.len() * per_topic;
     let tally = Tally::new(latency_events, subscribers);
     subscribe(topics, per_topic, latency_events, &tally);
@@ -141,7 +148,10 @@ async fn latency(topics: &[Topic], per_topic: usize, latency_events: usize) -> (
     for index in 0..latency_events {
         let topic = &topics[index % topics.len()];
         let sent = Instant::now();
-        topic.publish(Event::new().data(index.to_string())).await.unwrap();
+        topic
+            .publish(Event::new().data(index.to_string()))
+            .await
+            .unwrap();
         latencies.push(tally.wait(index).await - sent);
     }
     latencies.sort_unstable();
@@ -173,11 +183,18 @@ async fn main() {
 
     let memory = [Hub::builder().max_events(events).build().topic("feed")];
     let rate = throughput(&memory, NODES * PER_NODE, events).await;
-    report("memory", rate, latency(&memory, NODES * PER_NODE, latency_events).await);
+    report(
+        "memory",
+        rate,
+        latency(&memory, NODES * PER_NODE, latency_events).await,
+    );
 
     let mut nodes = Vec::new();
     for _ in 0..NODES {
-        let hub = Hub::builder().max_events(events).redis(redis.client()).build();
+        let hub = Hub::builder()
+            .max_events(events)
+            .redis(redis.client())
+            .build();
         let topic = hub.topic("feed");
         topic.ready().await;
         nodes.push(topic);
@@ -185,7 +202,11 @@ async fn main() {
     let before = (redis.calls("xadd").await, redis.calls("xread").await);
     let rate = throughput(&nodes, PER_NODE, events).await;
     let after = (redis.calls("xadd").await, redis.calls("xread").await);
-    report("redis", rate, latency(&nodes, PER_NODE, latency_events).await);
+    report(
+        "redis",
+        rate,
+        latency(&nodes, PER_NODE, latency_events).await,
+    );
     println!(
         "redis    per published event: {:.3} XADD, {:.3} XREAD per node ({} XREADs by {NODES} \
          readers, while publishing at full speed)",

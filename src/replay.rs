@@ -562,8 +562,7 @@ impl ReplayLog {
     /// The id of the latest event, if the log holds one of the current epoch.
     pub fn last_id(&self) -> Option<LastEventId> {
         let newest = self.entries.back()?;
-        (self.next - 1 >= self.epoch_start)
-            .then(|| LastEventId::issued(self.id_of(newest.key)))
+        (self.next > self.epoch_start).then(|| LastEventId::issued(self.id_of(newest.key)))
     }
 
     /// How many events the log holds.

@@ -179,7 +179,10 @@ async fn three_nodes_deliver_every_event_once_in_order() {
     let reference = &sequences[0];
     assert_eq!(reference.len(), TOTAL);
     for sequence in &sequences {
-        assert_eq!(sequence, reference, "every client of every node sees one order");
+        assert_eq!(
+            sequence, reference,
+            "every client of every node sees one order"
+        );
     }
     for k in 0..3 {
         let mine: Vec<String> = reference
@@ -246,10 +249,19 @@ async fn a_client_resumes_on_another_node_with_no_gap_and_no_duplicate() {
     whole.extend(rest);
     assert_eq!(whole, reference, "the rest, exactly, in order");
 
-    // A node that joins now has nothing of it in memory: it reads it from Redis.
+    // A node that joins now has nothing of it in memory: it reads it from Redis, for 40
+    // clients resuming at once (at most a few reads at a time, the others wait their turn).
     let late = node(&redis, 10_000).await;
-    let rest = pairs(&events(late.addr, &format!("/?limit={}", TOTAL - 300), Some(&last)).await);
-    assert_eq!(rest, reference[300..]);
+    let resumes: Vec<_> = (0..40)
+        .map(|_| {
+            let (addr, last) = (late.addr, last.clone());
+            let path = format!("/?limit={}", TOTAL - 300);
+            tokio::spawn(async move { pairs(&events(addr, &path, Some(&last)).await) })
+        })
+        .collect();
+    for resumed in resumes {
+        assert_eq!(resumed.await.unwrap(), reference[300..]);
+    }
     drop((a, b, witness, late));
 }
 
@@ -424,7 +436,11 @@ async fn flushall_starts_a_new_epoch_and_old_ids_resync() {
     }
     let _: () = redis.command(&mut redis::cmd("FLUSHALL")).await;
     let new = a.topic.publish("new-0").await.unwrap();
-    assert_ne!(parse_id(new.as_str()).0, parse_id(old[0].as_str()).0, "a new epoch");
+    assert_ne!(
+        parse_id(new.as_str()).0,
+        parse_id(old[0].as_str()).0,
+        "a new epoch"
+    );
     // Resuming with an old id, on this node and on a node that joins now.
     let late = node(&redis, 10_000).await;
     // On A the live subscriber is there too.
@@ -434,7 +450,10 @@ async fn flushall_starts_a_new_epoch_and_old_ids_resync() {
         wait_for_subscribers(&node.topic, subscribers).await;
         a.topic.publish("new-1").await.unwrap();
         let got = response.await.unwrap();
-        assert_eq!((got[0].event.as_str(), got[0].data.as_str()), ("resync", "0"));
+        assert_eq!(
+            (got[0].event.as_str(), got[0].data.as_str()),
+            ("resync", "0")
+        );
         assert_eq!(got[1].data, "new-1");
         assert_eq!(parse_id(&got[1].last_event_id).0, parse_id(new.as_str()).0);
     }
@@ -445,8 +464,18 @@ async fn flushall_starts_a_new_epoch_and_old_ids_resync() {
         .map(|e| String::from_utf8(e.to_vec()).unwrap())
         .collect();
     let mut want: Vec<String> = (0..10).map(|n| format!("old-{n}")).collect();
-    want.extend(["0".into(), "new-0".into(), "new-1".into(), "new-1".into(), "end".into()]);
-    let data: Vec<String> = received.iter().filter_map(|e| data_of(e)).map(str::to_owned).collect();
+    want.extend([
+        "0".into(),
+        "new-0".into(),
+        "new-1".into(),
+        "new-1".into(),
+        "end".into(),
+    ]);
+    let data: Vec<String> = received
+        .iter()
+        .filter_map(|e| data_of(e))
+        .map(str::to_owned)
+        .collect();
     assert_eq!(data, want, "{text:?}");
     assert!(text[10].starts_with("event: resync\n"), "{text:?}");
     drop((a, late));
@@ -477,7 +506,10 @@ async fn an_id_trimmed_by_maxlen_resyncs() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         a.topic.publish("live").await.unwrap();
         let got = response.await.unwrap();
-        assert_eq!((got[0].event.as_str(), got[0].data.as_str()), ("resync", "0"));
+        assert_eq!(
+            (got[0].event.as_str(), got[0].data.as_str()),
+            ("resync", "0")
+        );
         assert_eq!(got[1].data, "live");
     }
     drop((a, late));

@@ -21,6 +21,9 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Gap;
 
+/// A page of a catch-up read: events with their keys, oldest first, or the gap that ends it.
+pub(crate) type Page = Result<Vec<(u128, Event)>, Gap>;
+
 /// What a broker does for a hub.
 pub(crate) trait Broker: Send + Sync + 'static {
     /// Appends the event (its encoding, any id line in it to be replaced) to the topic's
@@ -32,13 +35,7 @@ pub(crate) trait Broker: Send + Sync + 'static {
     /// the event with that very key must still be held (it is a client's last event, which
     /// proves nothing was trimmed between), and it is left out of the page. A [`Gap`] if the
     /// stream's epoch is not `epoch` or that event is gone. While the broker is away it waits.
-    fn fetch(
-        &self,
-        topic: &str,
-        epoch: &str,
-        key: u128,
-        including: bool,
-    ) -> BoxFuture<Result<Vec<(u128, Event)>, Gap>>;
+    fn fetch(&self, topic: &str, epoch: &str, key: u128, including: bool) -> BoxFuture<Page>;
 
     /// Starts this node's reader of the topic, which appends every event the broker
     /// acknowledged to `feed` until the topic is closed.

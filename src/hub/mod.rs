@@ -33,8 +33,8 @@ use crate::{
 };
 
 use broker::Broker;
-use tokio::sync::Notify;
 pub use subscriber::Subscriber;
+use tokio::sync::Notify;
 use waiters::Waiters;
 
 /// How many events a topic keeps unless [`HubBuilder::max_events`] says otherwise.

@@ -26,7 +26,7 @@ use redis::{
 use tokio::sync::Semaphore;
 
 use super::{
-    broker::{stored_event, BoxFuture, Broker, Gap},
+    broker::{stored_event, BoxFuture, Broker, Gap, Page},
     lock, Feed, HubBuilder, PublishError,
 };
 use crate::{replay::IdScheme, Event, LastEventId};
@@ -212,7 +212,7 @@ impl Inner {
         epoch: &str,
         key: u128,
         including: bool,
-    ) -> RedisResult<Result<Vec<(u128, Event)>, Gap>> {
+    ) -> RedisResult<Page> {
         let keys = Keys::new(topic);
         let start = if including {
             stream_id(key)
@@ -286,13 +286,7 @@ impl Broker for RedisBroker {
         Box::pin(async move { inner.publish(&topic, encoded).await })
     }
 
-    fn fetch(
-        &self,
-        topic: &str,
-        epoch: &str,
-        key: u128,
-        including: bool,
-    ) -> BoxFuture<Result<Vec<(u128, Event)>, Gap>> {
+    fn fetch(&self, topic: &str, epoch: &str, key: u128, including: bool) -> BoxFuture<Page> {
         let inner = Arc::clone(&self.0);
         let (topic, epoch): (Box<str>, Box<str>) = (topic.into(), epoch.into());
         Box::pin(async move {

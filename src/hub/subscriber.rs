@@ -11,7 +11,7 @@ use std::{
 use futures::Stream;
 
 use super::{
-    broker::{BoxFuture, Gap},
+    broker::{BoxFuture, Gap, Page},
     LagPolicy, Shared, State,
 };
 use crate::{
@@ -51,7 +51,7 @@ struct CatchUp {
     key: u128,
     /// Whether the next page must prove that the event with `key` is still held.
     including: bool,
-    fetch: Option<BoxFuture<Result<Vec<(u128, Event)>, Gap>>>,
+    fetch: Option<BoxFuture<Page>>,
 }
 
 /// A subscriber's record of its registration: the round it was made in, and the waker.

@@ -33,7 +33,10 @@ impl RedisServer {
         let binary = binary();
         if !binary.exists() {
             if std::env::var_os("CI").is_some() {
-                panic!("{} is missing: CI must install redis-server", binary.display());
+                panic!(
+                    "{} is missing: CI must install redis-server",
+                    binary.display()
+                );
             }
             eprintln!(
                 "\n!!! SKIPPED: {} is not installed (apt-get install redis-server); \
@@ -61,7 +64,10 @@ impl RedisServer {
                 return Some(server);
             }
         }
-        panic!("redis-server did not start on a free port (see {})", dir.display());
+        panic!(
+            "redis-server did not start on a free port (see {})",
+            dir.display()
+        );
     }
 
     /// Starts the process on this server's port and dir; whether it answers in time.
@@ -130,7 +136,11 @@ impl RedisServer {
 
     /// Runs one command on a connection of its own (not one the code under test uses).
     pub async fn command<T: redis::FromRedisValue>(&self, command: &mut redis::Cmd) -> T {
-        let mut connection = self.client().get_multiplexed_async_connection().await.unwrap();
+        let mut connection = self
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
         command.query_async(&mut connection).await.unwrap()
     }
 
