@@ -199,19 +199,28 @@ async fn main() {
         topic.ready().await;
         nodes.push(topic);
     }
-    let before = (redis.calls("xadd").await, redis.calls("xread").await);
+    let count = || async {
+        (
+            redis.calls("xadd").await,
+            redis.calls("xread").await,
+            redis.calls("*").await,
+        )
+    };
+    let before = count().await;
     let rate = throughput(&nodes, PER_NODE, events).await;
-    let after = (redis.calls("xadd").await, redis.calls("xread").await);
+    let after = count().await;
     report(
         "redis",
         rate,
         latency(&nodes, PER_NODE, latency_events).await,
     );
+    let all = after.2 - before.2;
     println!(
         "redis    per published event: {:.3} XADD, {:.3} XREAD per node ({} XREADs by {NODES} \
-         readers, while publishing at full speed)",
+         readers), {:.3} commands in all, while publishing at full speed",
         (after.0 - before.0) as f64 / events as f64,
         (after.1 - before.1) as f64 / events as f64 / NODES as f64,
         after.1 - before.1,
+        all as f64 / events as f64,
     );
 }

@@ -12,7 +12,8 @@
 //! * [`Parser`] decodes an event stream exactly as a browser's `EventSource` does.
 //! * [`Hub`] broadcasts to many subscribers, each event encoded once, with bounded queues and
 //!   a [`LagPolicy`]; its topics keep a [`ReplayLog`] so a client that reconnects with a
-//!   [`LastEventId`] resumes with no gap and no duplicate.
+//!   [`LastEventId`] resumes with no gap and no duplicate. With the `redis` feature, the logs
+//!   live in Redis Streams, shared by every server on the same Redis.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]

@@ -144,14 +144,21 @@ impl RedisServer {
         command.query_async(&mut connection).await.unwrap()
     }
 
-    /// How many times Redis ran `name` (from `INFO commandstats`), 0 if never.
+    /// How many times Redis ran `name` (from `INFO commandstats`), 0 if never; `*` counts
+    /// every command but `INFO` and `CLIENT` (this harness's own).
     pub async fn calls(&self, name: &str) -> u64 {
         let info: String = self.command(redis::cmd("INFO").arg("commandstats")).await;
-        let prefix = format!("cmdstat_{name}:calls=");
+        let prefix = if name == "*" {
+            "cmdstat_".to_owned()
+        } else {
+            format!("cmdstat_{name}:")
+        };
         info.lines()
-            .find_map(|line| line.strip_prefix(&prefix))
-            .and_then(|rest| rest.split(',').next())
-            .map_or(0, |calls| calls.parse().unwrap())
+            .filter_map(|line| line.strip_prefix(&prefix))
+            .filter(|rest| name != "*" || !(rest.starts_with("info") || rest.starts_with("client")))
+            .filter_map(|rest| rest.split_once("calls=")?.1.split(',').next())
+            .map(|calls| calls.parse::<u64>().unwrap())
+            .sum()
     }
 }
 
