@@ -76,7 +76,8 @@ impl Contender {
     fn event_len(self, id: u64) -> u64 {
         let plain = format!("data: {DATA}\n\n").len() as u64;
         match self {
-            Contender::Hub => plain + format!("id: {id}\n").len() as u64,
+            // The hub's ids are `EPOCH-N`, the epoch eight hex digits.
+            Contender::Hub => plain + format!("id: 00000000-{id}\n").len() as u64,
             Contender::Axum | Contender::BroadcastSseBody => plain,
         }
     }

@@ -37,12 +37,31 @@ pub struct Subscriber {
     slot: usize,
     /// Set while it waits at the end of the log with this waker registered.
     parked: Option<Parked>,
+    /// Set while it resumes with a broker, which is rare: boxed, so that the many
+    /// subscribers that never do stay small.
+    resuming: Option<Box<Resuming>>,
+    done: bool,
+}
+
+/// Where a subscriber stands while it resumes with a broker.
+struct Resuming {
     /// Events whose key is not after this one are not for it (it resumed after an id this
     /// node's log had not reached yet).
     skip_through: Option<u128>,
     /// Set while it reads what it missed from the broker, before joining the log.
     catch_up: Option<CatchUp>,
-    done: bool,
+}
+
+impl Resuming {
+    /// Skips the log's events up to `key` (if any).
+    fn skipping(skip_through: Option<u128>) -> Option<Box<Resuming>> {
+        skip_through.map(|key| {
+            Box::new(Resuming {
+                skip_through: Some(key),
+                catch_up: None,
+            })
+        })
+    }
 }
 
 /// A subscriber's reads from the broker, strictly after `key` of `epoch`.
@@ -104,8 +123,7 @@ impl Subscriber {
             ready: Vec::new(),
             slot: state.waiters.insert(),
             parked: None,
-            skip_through,
-            catch_up: None,
+            resuming: Resuming::skipping(skip_through),
             done: false,
         }
     }
@@ -113,12 +131,15 @@ impl Subscriber {
     /// Reads from the broker what came after `last`, before joining the log.
     pub(super) fn fetch_from(&mut self, last: &LastEventId) {
         if let Some((epoch, key)) = IdScheme::Stream.parse(last.as_str()) {
-            self.catch_up = Some(CatchUp {
-                epoch: epoch.into(),
-                key,
-                including: true,
-                fetch: None,
-            });
+            self.resuming = Some(Box::new(Resuming {
+                skip_through: None,
+                catch_up: Some(CatchUp {
+                    epoch: epoch.into(),
+                    key,
+                    including: true,
+                    fetch: None,
+                }),
+            }));
         }
     }
 
@@ -135,8 +156,9 @@ impl Subscriber {
     /// Drives the read from the broker: `Ready` once it has events to yield or has joined the
     /// log.
     fn poll_catch_up(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let (Some(catch_up), Some(broker)) = (self.catch_up.as_mut(), &self.shared.broker) else {
-            self.catch_up = None;
+        let catch_up = self.resuming.as_mut().and_then(|r| r.catch_up.as_mut());
+        let (Some(catch_up), Some(broker)) = (catch_up, &self.shared.broker) else {
+            self.resuming = None;
             return Poll::Ready(());
         };
         let fetch = catch_up.fetch.get_or_insert_with(|| {
@@ -152,7 +174,7 @@ impl Subscriber {
             Poll::Ready(Ok(page)) => page,
             Poll::Ready(Err(Gap)) => {
                 // Trimmed away, or another epoch: announce it and go live.
-                self.catch_up = None;
+                self.resuming = None;
                 self.next = self.shared.lock().log.next_position();
                 self.ready.push(self.shared.notices.resync(0));
                 return Poll::Ready(());
@@ -177,15 +199,13 @@ impl Subscriber {
                 skip_through,
             }) => {
                 self.next = position;
-                self.skip_through = skip_through;
-                self.catch_up = None;
+                self.resuming = Resuming::skipping(skip_through);
             }
             _ if empty => {
                 // The broker has nothing newer, and this node's log has not started its
                 // epoch yet: wait for the log to pass the key.
                 self.next = state.log.next_position();
-                self.skip_through = Some(catch_up.key);
-                self.catch_up = None;
+                self.resuming = Resuming::skipping(Some(catch_up.key));
             }
             _ => {}
         }
@@ -205,7 +225,7 @@ impl Stream for Subscriber {
             if this.done {
                 return Poll::Ready(None);
             }
-            if this.catch_up.is_some() {
+            if this.resuming.as_ref().is_some_and(|r| r.catch_up.is_some()) {
                 match this.poll_catch_up(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(()) => continue,
@@ -224,7 +244,7 @@ impl Stream for Subscriber {
             let missed = match state.log.read(this.next, Subscriber::READ_AHEAD - 1) {
                 Entry::Retained(first, after) => {
                     this.next += 1 + after.len() as u64;
-                    let event = match this.skip_through {
+                    let event = match this.resuming.as_ref().and_then(|r| r.skip_through) {
                         None => {
                             this.ready
                                 .extend(after.rev().map(|logged| logged.event.clone()));
@@ -237,7 +257,7 @@ impl Stream for Subscriber {
                                 .map(|logged| logged.event.clone())
                                 .collect();
                             if !events.is_empty() {
-                                this.skip_through = None;
+                                this.resuming = None;
                             }
                             events.reverse();
                             this.ready = events;
@@ -306,7 +326,7 @@ impl fmt::Debug for Subscriber {
         f.debug_struct("Subscriber")
             .field("topic", &self.shared.name)
             .field("next", &self.next)
-            .field("catching_up", &self.catch_up.is_some())
+            .field("resuming", &self.resuming.is_some())
             .field("done", &self.done)
             .finish()
     }
