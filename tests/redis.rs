@@ -200,7 +200,8 @@ async fn three_nodes_deliver_every_event_once_in_order() {
 
 /// 1,000 events published concurrently from two nodes while a client reads 300 from node A,
 /// drops, and reconnects to node B with its `Last-Event-ID`: it gets exactly the rest, in
-/// order. A node that joins after everything was published resumes the same client from Redis.
+/// order. A node that joins meanwhile resumes the same client from Redis, with no gap and no
+/// duplicate where Redis's events meet the node's live ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resumes_on_another_node_with_no_gap_and_no_duplicate() {
     const TOTAL: usize = 1_000;
@@ -238,6 +239,17 @@ async fn a_client_resumes_on_another_node_with_no_gap_and_no_duplicate() {
     let first_part = pairs(&first_part.await.unwrap());
     assert_eq!(first_part.len(), 300);
     let last = first_part.last().unwrap().0.clone();
+    // A node that joins now has none of the first 300 in memory: it reads them from Redis
+    // and joins its live log at the seam while the publishers go on, for 40 clients resuming
+    // at once (at most a few reads at a time, the others wait their turn).
+    let late = node(&redis, 10_000).await;
+    let resumes: Vec<_> = (0..40)
+        .map(|_| {
+            let (addr, last) = (late.addr, last.clone());
+            let path = format!("/?limit={}", TOTAL - 300);
+            tokio::spawn(async move { pairs(&events(addr, &path, Some(&last)).await) })
+        })
+        .collect();
     // Reconnect to B, likely while the publishers are still at it.
     let rest = pairs(&events(b.addr, &format!("/?limit={}", TOTAL - 300), Some(&last)).await);
     for publisher in publishers {
@@ -248,17 +260,6 @@ async fn a_client_resumes_on_another_node_with_no_gap_and_no_duplicate() {
     let mut whole = first_part.clone();
     whole.extend(rest);
     assert_eq!(whole, reference, "the rest, exactly, in order");
-
-    // A node that joins now has nothing of it in memory: it reads it from Redis, for 40
-    // clients resuming at once (at most a few reads at a time, the others wait their turn).
-    let late = node(&redis, 10_000).await;
-    let resumes: Vec<_> = (0..40)
-        .map(|_| {
-            let (addr, last) = (late.addr, last.clone());
-            let path = format!("/?limit={}", TOTAL - 300);
-            tokio::spawn(async move { pairs(&events(addr, &path, Some(&last)).await) })
-        })
-        .collect();
     for resumed in resumes {
         assert_eq!(resumed.await.unwrap(), reference[300..]);
     }
