@@ -334,16 +334,19 @@ async fn redis_killed_and_restarted_loses_nothing_it_acknowledged() {
         let mut redis = redis.lock().await;
         tokio::task::block_in_place(|| redis.restart());
     }
+    let restarted = std::time::Instant::now();
     let (acknowledged, failures) = tokio::time::timeout(PATIENCE, publisher)
         .await
         .expect("publishing did not resume once Redis was back")
         .unwrap();
     assert!(failures > 0, "publishing never failed while Redis was away");
+    let mut caught_up = Vec::new();
     for received in [on_a, on_b] {
         let received = tokio::time::timeout(PATIENCE, received)
             .await
             .expect("a reader did not catch up after the restart")
             .unwrap();
+        caught_up.push(restarted.elapsed());
         let data: Vec<&str> = received.iter().filter_map(|e| data_of(e)).collect();
         // Every acknowledged event, once, in order (an event whose acknowledgement was lost
         // with the connection may come too, under its own data).
@@ -358,6 +361,13 @@ async fn redis_killed_and_restarted_loses_nothing_it_acknowledged() {
         unique.dedup();
         assert_eq!(unique.len(), data.len(), "an event came twice");
     }
+    // Within a few seconds (the readers retry at least every second), generously bounded.
+    assert!(
+        caught_up
+            .iter()
+            .all(|elapsed| *elapsed < Duration::from_secs(20)),
+        "{caught_up:?}"
+    );
     let resumed = tokio::time::timeout(PATIENCE, waiting)
         .await
         .expect("the client that came while Redis was away got nothing")
