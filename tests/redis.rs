@@ -582,3 +582,26 @@ async fn a_slow_subscriber_never_stalls_the_reader() {
     drop(stalled_socket);
     drop((a, b));
 }
+
+/// With no Redis to reach at all, a node still answers `200` (the stream waits) and publishing
+/// fails with a typed error within a bounded time instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_publishing_fails_and_streams_wait() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let node = starting_node(client, Hub::builder()).await;
+    let response = tokio::time::timeout(Duration::from_secs(5), get(node.addr, "/", None))
+        .await
+        .expect("no answer without Redis");
+    assert_eq!(response.status(), StatusCode::OK);
+    let error = tokio::time::timeout(PATIENCE, node.topic.publish("lost"))
+        .await
+        .expect("publishing hung without Redis")
+        .unwrap_err();
+    assert!(error.to_string().contains("not reachable"), "{error}");
+    drop(response);
+}

@@ -44,6 +44,9 @@ const DEFAULT_MAX_EVENTS: usize = 1024;
 /// otherwise.
 const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
 
+/// How long a publish waits for its node to follow a broker's stream before it fails.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a hub does with a subscriber that fell so far behind that events it has not read yet
 /// were evicted from the topic's log.
 ///
@@ -404,13 +407,16 @@ impl Topic {
     /// every subscriber that stays connected, on every node.
     ///
     /// With a broker, it first waits until this node follows the topic's stream (see
-    /// [`ready`](Topic::ready)), so that its own subscribers get what it publishes.
+    /// [`ready`](Topic::ready)), so that its own subscribers get what it publishes; if that
+    /// takes more than 5 seconds (the broker is away), it fails.
     pub async fn publish(&self, event: impl Into<Event>) -> Result<LastEventId, PublishError> {
         let event = event.into();
         match &self.shared.broker {
             None => Ok(self.publish_here(event)),
             Some(broker) => {
-                self.ready().await;
+                tokio::time::timeout(READY_TIMEOUT, self.ready())
+                    .await
+                    .map_err(|_| PublishError::new("the broker is not reachable yet"))?;
                 broker.publish(&self.shared.name, &event).await
             }
         }
