@@ -76,7 +76,8 @@ impl Contender {
     fn event_len(self, id: u64) -> u64 {
         let plain = format!("data: {DATA}\n\n").len() as u64;
         match self {
-            Contender::Hub => plain + format!("id: {id}\n").len() as u64,
+            // The hub's ids are `EPOCH-N`, the epoch eight hex digits.
+            Contender::Hub => plain + format!("id: 00000000-{id}\n").len() as u64,
             Contender::Axum | Contender::BroadcastSseBody => plain,
         }
     }
@@ -174,7 +175,10 @@ impl Publisher {
     fn publish(&self, message: &Arc<str>) {
         match self {
             Publisher::Hub(topic) => {
-                topic.publish(tower_event(message));
+                // In memory a publish is done when called; the future only carries the id.
+                let published =
+                    futures::FutureExt::now_or_never(topic.publish(tower_event(message)));
+                assert!(matches!(published, Some(Ok(_))));
             }
             Publisher::Broadcast(sender) => {
                 let _ = sender.send(Arc::clone(message));

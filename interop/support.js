@@ -3,6 +3,10 @@
 
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -220,4 +224,94 @@ export async function generationStopped(server, why, from, timeoutMs = 3_000) {
   const pattern = new RegExp(`stopped generating: .*${why}.*sent=(\\d+) total=(\\d+)`);
   const [, sent, total] = await server.waitForLog(pattern, timeoutMs, from);
   return { sent: Number(sent), total: Number(total) };
+/** Debian's redis-server, unless REDIS_SERVER names another binary. */
+export const REDIS_SERVER = process.env.REDIS_SERVER ?? '/usr/bin/redis-server';
+
+/**
+ * Whether the Redis checks can run: redis-server is installed. In CI a missing one is an
+ * error, not a reason to skip.
+ */
+export function redisAvailable() {
+  if (existsSync(REDIS_SERVER)) return true;
+  if (process.env.CI) throw new Error(`${REDIS_SERVER} is missing: CI must install redis-server`);
+  console.error(`\n!!! SKIPPED: ${REDIS_SERVER} is not installed: the Redis checks did not run !!!\n`);
+  return false;
+}
+
+/** A port that was free a moment ago. */
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Whether a Redis answers PING on the port. */
+function ping(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.setTimeout(1000, () => { socket.destroy(); resolve(false); });
+    socket.on('error', () => resolve(false));
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (data) => { socket.destroy(); resolve(data.toString() === '+PONG\r\n'); });
+  });
+}
+
+/**
+ * Starts a redis-server of its own on a free loopback port with its own temp dir; resolves
+ * with its `url` and `stop()` (which stops that process, by its handle, and removes the dir).
+ */
+export async function startRedis() {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'tower-sse-interop-redis-'));
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort();
+    const child = spawn(REDIS_SERVER, ['--bind', '127.0.0.1', '--port', String(port), '--dir', dir,
+      '--save', '', '--appendonly', 'no', '--daemonize', 'no'], { stdio: 'ignore' });
+    const exited = new Promise((resolve) => child.on('exit', resolve));
+    let running = true;
+    exited.then(() => { running = false; });
+    for (let i = 0; i < 200 && running; i++) {
+      if (await ping(port)) {
+        return {
+          url: `redis://127.0.0.1:${port}/`,
+          async stop() {
+            if (running) { child.kill('SIGTERM'); await exited; }
+            await rm(dir, { recursive: true, force: true });
+          },
+        };
+      }
+      await sleep(50);
+    }
+    if (running) { child.kill('SIGKILL'); await exited; }
+  }
+  throw new Error('redis-server did not start on a free port');
+}
+
+/**
+ * An HTTP proxy on a free loopback port that sends each request to the next of `targets` in
+ * turn, so that every reconnection of a client goes to another server. Resolves with its
+ * `url`, `requests()` (how many it forwarded) and `close()`.
+ */
+export async function startAlternatingProxy(targets) {
+  let requests = 0;
+  const server = http.createServer((request, response) => {
+    const target = new URL(targets[requests++ % targets.length]);
+    const upstream = http.request({
+      host: target.hostname, port: target.port, method: request.method, path: request.url,
+      headers: request.headers, agent: false,
+    }, (answer) => {
+      response.writeHead(answer.statusCode, answer.headers);
+      answer.pipe(response);
+    });
+    upstream.on('error', () => response.destroy());
+    response.on('close', () => upstream.destroy());
+    request.pipe(upstream);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    requests: () => requests,
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
+  };
 }

@@ -77,7 +77,8 @@
 //!   [`test`](mod@test) reads your handlers' responses with it in your own tests.
 //! * [`Hub`] broadcasts to many subscribers, each event encoded once, with bounded queues and
 //!   a [`LagPolicy`]; its topics keep a [`ReplayLog`] so a client that reconnects with a
-//!   [`LastEventId`] resumes with no gap and no duplicate.
+//!   [`LastEventId`] resumes with no gap and no duplicate. With the `redis` feature, the logs
+//!   live in Redis Streams, shared by every server on the same Redis.
 //! * `client` (feature `client`) reads event streams: any method, headers and body over any
 //!   tower service, with checked responses, reconnection with `Last-Event-ID` and limits.
 //! * `llm` (feature `llm`) writes the streams of the OpenAI Chat Completions, OpenAI Responses
@@ -110,7 +111,7 @@ pub use emitter::{
     channel, ChannelBuilder, EventReceiver, SendError, SendErrorKind, SseEmitter, TrySendError,
 };
 pub use event::{DataWriter, EncodedEvent, Event, EventError, EventField, EventId, EventName};
-pub use hub::{Hub, HubBuilder, LagPolicy, Subscriber, Topic};
+pub use hub::{Hub, HubBuilder, LagPolicy, PublishError, Subscriber, Topic};
 pub use layer::SseLayer;
 pub use parse::{MessageEvent, ParseError, Parser};
 pub use replay::{LastEventId, LastEventIdError, Replay, ReplayError, ReplayLog};

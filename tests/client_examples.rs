@@ -285,6 +285,8 @@ async fn pieces(stream: tower_sse::client::EventStream) -> (Vec<String>, Option<
     let end = timeout(Duration::from_secs(30), async {
         while let Some(message) = messages.next().await {
             match message {
+                // The example's final `event: done` marks a complete answer; it is no piece.
+                Ok(message) if message.event == "done" => {}
                 Ok(message) => pieces.push(serde_json::from_str(&message.data).unwrap()),
                 Err(error) => return Some(error),
             }

@@ -14,9 +14,25 @@ use std::{
 };
 
 use common::{get, read_body, serve, Proto};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use http_body_util::BodyExt;
-use tower_sse::{Event, Hub, LagPolicy, SseBody, Subscriber};
+use tower_sse::{Event, Hub, LagPolicy, LastEventId, SseBody, Subscriber, Topic};
+
+/// Publishes to an in-memory topic, which is done at once.
+fn publish(topic: &Topic, event: impl Into<Event>) -> LastEventId {
+    topic
+        .publish(event)
+        .now_or_never()
+        .expect("an in-memory publish is done at once")
+        .expect("an in-memory publish never fails")
+}
+
+/// The number of an in-memory topic's id (`EPOCH-N`).
+fn number(id: &str) -> u64 {
+    let (epoch, n) = id.split_once('-').unwrap();
+    assert!(!epoch.is_empty(), "{id:?}");
+    n.parse().unwrap()
+}
 
 /// What a subscriber yielded, decoded from the event's exact wire form.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,8 +61,8 @@ fn decode(event: &Event) -> Item {
     let data = data.unwrap();
     match (id, name) {
         (Some(id), None) => {
-            assert_eq!(id, data, "event {text:?}");
-            Item::Event(id.parse().unwrap())
+            assert_eq!(number(id).to_string(), data, "event {text:?}");
+            Item::Event(number(id))
         }
         (None, Some(name)) => Item::Notice(name.to_owned(), data.parse().unwrap()),
         _ => panic!("unexpected event {text:?}"),
@@ -123,9 +139,9 @@ fn poll_ready(subscriber: &mut Subscriber, expected: &[u8]) -> Option<Option<Ite
     }
 }
 
-/// The wire form of published event `id` (whose data is its id), as a client must see it.
-fn wire(id: u64) -> Vec<u8> {
-    format!("data: {id}\nid: {id}\n\n").into_bytes()
+/// The wire form of published event `n` (whose data is its number), as a client must see it.
+fn wire(epoch: &str, n: u64) -> Vec<u8> {
+    format!("data: {n}\nid: {epoch}-{n}\n\n").into_bytes()
 }
 
 fn decode_expected(expected: &[u8]) -> Item {
@@ -153,28 +169,34 @@ fn fan_out_in_lockstep(policy: LagPolicy) {
         .collect();
     assert_eq!(hub.subscriber_count("lockstep"), SUBSCRIBERS);
 
-    let wires: Vec<Vec<u8>> = (0..=EVENTS + 1).map(wire).collect();
-    let drain = |subscriber: &mut Subscriber, checker: &mut Checker, published: u64| {
-        while let Some(item) = poll_ready(subscriber, &wires[checker.next as usize]) {
-            match item {
-                Some(item) => {
-                    if !checker.take(item, published) {
-                        let end = poll_ready(subscriber, &[]);
-                        assert_eq!(end, Some(None), "no end after the notice");
-                        return;
+    let mut wires: Vec<Vec<u8>> = Vec::new();
+    let drain =
+        |subscriber: &mut Subscriber, checker: &mut Checker, published: u64, wires: &[Vec<u8>]| {
+            while let Some(item) = poll_ready(subscriber, &wires[checker.next as usize]) {
+                match item {
+                    Some(item) => {
+                        if !checker.take(item, published) {
+                            let end = poll_ready(subscriber, &[]);
+                            assert_eq!(end, Some(None), "no end after the notice");
+                            return;
+                        }
                     }
+                    None => return,
                 }
-                None => return,
             }
-        }
-    };
+        };
     for published in 1..=EVENTS {
-        assert_eq!(topic.publish(published.to_string()), published);
+        let id = publish(&topic, published.to_string());
+        assert_eq!(number(id.as_str()), published);
+        if wires.is_empty() {
+            let (epoch, _) = id.as_str().split_once('-').unwrap();
+            wires = (0..=EVENTS + 1).map(|n| wire(epoch, n)).collect();
+        }
         for (i, (subscriber, checker)) in subscribers.iter_mut().enumerate() {
             let slow = i % 10 == 0;
             // Slow subscriber `i` reads every 50 + i events: some keep up, most lag.
             if !checker.ended && (!slow || published % (50 + i as u64) == 0) {
-                drain(subscriber, checker, published);
+                drain(subscriber, checker, published, &wires);
             }
         }
     }
@@ -183,7 +205,7 @@ fn fan_out_in_lockstep(policy: LagPolicy) {
     let mut lagged = 0;
     for (i, (subscriber, checker)) in subscribers.iter_mut().enumerate() {
         if !checker.ended {
-            drain(subscriber, checker, EVENTS);
+            drain(subscriber, checker, EVENTS, &wires);
         }
         if checker.notices == 0 {
             assert_eq!(checker.next, EVENTS + 1, "subscriber {i} missed the end");
@@ -265,7 +287,7 @@ async fn concurrent_subscribers_see_every_event_or_an_exact_resync() {
     }
     // Ten events a millisecond: a pace the subscribers that do not pause keep up with.
     for id in 1..=EVENTS {
-        topic.publish(id.to_string());
+        publish(&topic, id.to_string());
         published.store(id, Ordering::Release);
         if id % 10 == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -325,7 +347,7 @@ async fn socket_clients_receive_every_event_in_order() {
     wait_for_subscribers(&hub, CLIENTS).await;
     let topic = hub.topic("feed");
     for id in 1..=EVENTS {
-        topic.publish(id.to_string());
+        publish(&topic, id.to_string());
         if id % 100 == 0 {
             tokio::task::yield_now().await;
         }
@@ -338,7 +360,9 @@ async fn socket_clients_receive_every_event_in_order() {
         let events = received.events();
         let ids: Vec<u64> = events.iter().map(|e| e.data.parse().unwrap()).collect();
         assert_eq!(ids, (1..=EVENTS).collect::<Vec<_>>());
-        assert!(events.iter().all(|e| e.last_event_id == e.data));
+        assert!(events
+            .iter()
+            .all(|e| number(&e.last_event_id).to_string() == e.data));
     }
     assert_eq!(hub.subscriber_count("feed"), 0);
 }
@@ -371,7 +395,7 @@ async fn stalled_client_is_disconnected_without_slowing_the_others() {
     let padding = "x".repeat(2048);
     let fast_reader = async {
         for id in 1..=EVENTS {
-            topic.publish(Event::new().data(id.to_string()).comment(&padding));
+            publish(&topic, Event::new().data(id.to_string()).comment(&padding));
             if id % 20 == 0 {
                 // Pace the publisher to the fast clients, as a live feed would be.
                 tokio::time::sleep(Duration::from_micros(200)).await;
@@ -381,7 +405,7 @@ async fn stalled_client_is_disconnected_without_slowing_the_others() {
     tokio::time::timeout(Duration::from_secs(60), fast_reader)
         .await
         .expect("publishing was held up");
-    let last_id = topic.last_id();
+    let last_id = number(topic.last_id().unwrap().as_str());
     drop(topic);
     hub.remove("feed");
     for reader in fast {
@@ -419,20 +443,94 @@ async fn stalled_client_is_disconnected_without_slowing_the_others() {
 async fn subscribers_share_one_encoding() {
     let hub = Hub::new();
     let topic = hub.topic("shared");
-    topic.publish("before");
+    let before = publish(&topic, "before");
+    let epoch = before.as_str().split_once('-').unwrap().0.to_owned();
     let mut first = topic.subscribe();
     let mut second = hub.topic("shared").subscribe();
     assert_eq!(topic.subscriber_count(), 2);
-    topic.publish(Event::new().id("ignored").unwrap().data("after"));
+    publish(&topic, Event::new().id("ignored").unwrap().data("after"));
     let a = first.next().await.unwrap().unwrap().to_bytes();
     let b = second.next().await.unwrap().unwrap().to_bytes();
-    assert_eq!(&a[..], b"data: after\nid: 2\n\n");
+    assert_eq!(a, format!("data: after\nid: {epoch}-2\n\n"));
     assert_eq!(a.as_ptr(), b.as_ptr(), "each subscriber got its own copy");
     drop(second);
     assert_eq!(topic.subscriber_count(), 1);
     assert_eq!(first.topic(), "shared");
     let mut body = SseBody::new(first);
-    topic.publish("third");
+    publish(&topic, "third");
     let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
-    assert_eq!(&frame[..], b"data: third\nid: 3\n\n");
+    assert_eq!(frame, format!("data: third\nid: {epoch}-3\n\n"));
+}
+
+/// What a topic holds is its log, bounded by `max_bytes`, plus what each subscriber took ahead:
+/// at most `Subscriber::READ_AHEAD` events, which it still sends (in order) before the notice
+/// of what the log evicted meanwhile.
+#[test]
+fn a_topic_holds_its_log_plus_at_most_read_ahead_events_per_subscriber() {
+    let size = wire("00000000", 1000).len();
+    let hub = Hub::builder()
+        .max_events(usize::MAX)
+        .max_bytes(100 * size)
+        .build();
+    let topic = hub.topic("bounded");
+    let mut subscriber = topic.subscribe();
+    for n in 1..=100 {
+        publish(&topic, n.to_string());
+    }
+    // The first read takes READ_AHEAD events: everything else is the log's.
+    let mut received = Vec::new();
+    assert_eq!(poll_ready(&mut subscriber, &[]), Some(Some(Item::Event(1))));
+    for n in 101..=2000 {
+        publish(&topic, n.to_string());
+    }
+    while let Some(Some(item)) = poll_ready(&mut subscriber, &[]) {
+        let notice = matches!(item, Item::Notice(..));
+        received.push(item);
+        if notice {
+            break;
+        }
+    }
+    let ahead = Subscriber::READ_AHEAD as u64;
+    let want: Vec<Item> = (2..=ahead).map(Item::Event).collect();
+    assert_eq!(received[..received.len() - 1], want[..]);
+    // The log held the last 100 events (each of `size` bytes), no more.
+    assert_eq!(
+        received.last(),
+        Some(&Item::Notice("resync".into(), 1901 - (ahead + 1)))
+    );
+    assert_eq!(
+        poll_ready(&mut subscriber, &[]),
+        Some(Some(Item::Event(1901)))
+    );
+}
+
+/// The hub's own notices carry the names the builder gave them; a name that would inject a
+/// line is a typed error.
+#[test]
+fn notice_names_are_configurable() {
+    for policy in [LagPolicy::Resync, LagPolicy::Disconnect] {
+        let hub = Hub::builder()
+            .max_events(2)
+            .lag_policy(policy)
+            .resync_event("catch-up")
+            .unwrap()
+            .lagged_event("too-slow")
+            .unwrap()
+            .build();
+        let topic = hub.topic("named");
+        let mut subscriber = topic.subscribe();
+        for n in 1..=5 {
+            publish(&topic, n.to_string());
+        }
+        let name = match policy {
+            LagPolicy::Resync => "catch-up",
+            _ => "too-slow",
+        };
+        assert_eq!(
+            poll_ready(&mut subscriber, &[]),
+            Some(Some(Item::Notice(name.into(), 3)))
+        );
+    }
+    assert!(Hub::builder().resync_event("a\nb").is_err());
+    assert!(Hub::builder().lagged_event("a\rb").is_err());
 }

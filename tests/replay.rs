@@ -26,31 +26,62 @@ fn wire(log: &ReplayLog, last: &str) -> Result<Vec<Bytes>, ReplayError> {
     Ok(log.after(&id(last))?.map(Event::to_bytes).collect())
 }
 
+/// The id a log gave its `n`th event: `EPOCH-N`.
+fn nth(log: &ReplayLog, n: u64) -> String {
+    format!("{}-{n}", log.epoch())
+}
+
+/// The wire form of the `n`th event of a log whose data is `data`.
+fn event(log: &ReplayLog, data: &str, n: u64) -> String {
+    format!("data: {data}\nid: {}\n\n", nth(log, n))
+}
+
 #[test]
 fn ids_count_up_and_replay_starts_strictly_after_the_last_id() {
     let mut log = ReplayLog::new(100, usize::MAX);
-    assert_eq!(log.last_id(), 0);
-    assert_eq!(wire(&log, "0").unwrap(), Vec::<Bytes>::new());
+    assert_eq!(log.last_id(), None);
+    assert_eq!(wire(&log, &nth(&log, 0)).unwrap(), Vec::<Bytes>::new());
     for (n, text) in ["a", "b", "c"].into_iter().enumerate() {
         // An id set by the publisher is replaced: the log numbers every event itself.
         let event = Event::new().id("mine").unwrap().data(text);
-        assert_eq!(log.push(event), n as u64 + 1);
+        assert_eq!(log.push(event).as_str(), nth(&log, n as u64 + 1));
     }
-    assert_eq!((log.len(), log.last_id(), log.next_id()), (3, 3, 4));
+    assert_eq!((log.len(), log.last_id()), (3, Some(id(&nth(&log, 3)))));
     assert_eq!(
-        wire(&log, "0").unwrap(),
+        wire(&log, &nth(&log, 0)).unwrap(),
         [
-            "data: a\nid: 1\n\n",
-            "data: b\nid: 2\n\n",
-            "data: c\nid: 3\n\n"
+            event(&log, "a", 1),
+            event(&log, "b", 2),
+            event(&log, "c", 3)
         ]
     );
     assert_eq!(
-        wire(&log, "1").unwrap(),
-        ["data: b\nid: 2\n\n", "data: c\nid: 3\n\n"]
+        wire(&log, &nth(&log, 1)).unwrap(),
+        [event(&log, "b", 2), event(&log, "c", 3)]
     );
-    assert!(wire(&log, "3").unwrap().is_empty());
-    assert_eq!(log.after(&id("2")).unwrap().len(), 1);
+    assert!(wire(&log, &nth(&log, 3)).unwrap().is_empty());
+    assert_eq!(log.after(&id(&nth(&log, 2))).unwrap().len(), 1);
+}
+
+/// Every log draws its own epoch, so an id of one log (an earlier run of the server, a topic
+/// removed and made again) is unknown to every other, never resumed from the wrong place.
+#[test]
+fn ids_of_another_log_are_unknown() {
+    let mut earlier = ReplayLog::new(100, usize::MAX);
+    let mut later = ReplayLog::new(100, usize::MAX);
+    assert_ne!(earlier.epoch(), later.epoch());
+    assert!(!earlier.epoch().is_empty() && !earlier.epoch().contains('-'));
+    for n in 1..=5 {
+        earlier.push(n.to_string());
+        later.push(n.to_string());
+    }
+    let old = earlier.push("6");
+    assert_eq!(
+        wire(&later, old.as_str()),
+        Err(ReplayError::Unknown { last: old.clone() })
+    );
+    assert_eq!(wire(&later, &nth(&earlier, 2)).unwrap_err().missed(), 0);
+    assert_eq!(wire(&earlier, old.as_str()).unwrap(), Vec::<Bytes>::new());
 }
 
 #[test]
@@ -58,27 +89,32 @@ fn ids_the_log_never_issued_are_unknown() {
     let mut log = ReplayLog::new(100, usize::MAX);
     log.push("a");
     log.push("b");
+    let epoch = log.epoch().to_owned();
     for last in [
-        "3",
-        "99",
-        "+1",
-        "01",
-        "-1",
-        " 1",
-        "1 ",
-        "abc",
-        "é",
-        "18446744073709551616",
+        format!("{epoch}-3"),
+        format!("{epoch}-99"),
+        format!("{epoch}-+1"),
+        format!("{epoch}-01"),
+        format!("{epoch}--1"),
+        format!("{epoch}- 1"),
+        format!("{epoch}-1 "),
+        format!("{epoch}-"),
+        format!("{epoch}-18446744073709551616"),
+        "-1".to_owned(),
+        epoch.clone(),
+        "1".to_owned(),
+        "abc".to_owned(),
+        "é".to_owned(),
     ] {
         assert_eq!(
-            wire(&log, last),
-            Err(ReplayError::Unknown { last: id(last) }),
+            wire(&log, &last),
+            Err(ReplayError::Unknown { last: id(&last) }),
             "{last:?}"
         );
     }
-    let err = log.after(&id("7")).unwrap_err();
+    let err = log.after(&id(&nth(&log, 7))).unwrap_err();
     assert_eq!(err.missed(), 0);
-    assert!(err.to_string().contains("\"7\""), "{err}");
+    assert!(err.to_string().contains(&format!("\"{epoch}-7\"")), "{err}");
 }
 
 #[test]
@@ -89,43 +125,44 @@ fn the_log_is_bounded_by_count_and_evicted_ids_say_what_was_missed() {
     }
     assert_eq!(log.len(), 3);
     assert_eq!(
-        wire(&log, "2").unwrap(),
+        wire(&log, &nth(&log, 2)).unwrap(),
         [
-            "data: 3\nid: 3\n\n",
-            "data: 4\nid: 4\n\n",
-            "data: 5\nid: 5\n\n"
+            event(&log, "3", 3),
+            event(&log, "4", 4),
+            event(&log, "5", 5)
         ]
     );
-    let err = log.after(&id("1")).unwrap_err();
+    let err = log.after(&id(&nth(&log, 1))).unwrap_err();
     assert_eq!(
         err,
         ReplayError::Evicted {
-            last: 1,
-            first_retained: 3
+            last: id(&nth(&log, 1)),
+            missed: Some(1)
         }
     );
     assert_eq!(err.missed(), 1);
-    assert_eq!(log.after(&id("0")).unwrap_err().missed(), 2);
+    assert_eq!(log.after(&id(&nth(&log, 0))).unwrap_err().missed(), 2);
 }
 
 #[test]
 fn the_log_is_bounded_by_bytes_but_keeps_the_newest_event() {
-    let size = "data: 1\nid: 1\n\n".len();
-    let mut log = ReplayLog::new(100, 2 * size);
+    let mut log = ReplayLog::new(100, usize::MAX);
+    let size = event(&log, "1", 1).len();
+    log = ReplayLog::new(100, 2 * size);
     for n in 1..=9 {
         log.push(n.to_string());
         assert!(log.bytes() <= 2 * size);
     }
     assert_eq!((log.len(), log.bytes()), (2, 2 * size));
     assert_eq!(
-        wire(&log, "7").unwrap(),
-        ["data: 8\nid: 8\n\n", "data: 9\nid: 9\n\n"]
+        wire(&log, &nth(&log, 7)).unwrap(),
+        [event(&log, "8", 8), event(&log, "9", 9)]
     );
     let big = "x".repeat(10 * size);
-    assert_eq!(log.push(big.as_str()), 10);
+    assert_eq!(log.push(big.as_str()).as_str(), nth(&log, 10));
     assert_eq!(log.len(), 1, "an event larger than the limit is kept alone");
-    assert_eq!(log.bytes(), big.len() + "data: \nid: 10\n\n".len());
-    assert_eq!(log.after(&id("9")).unwrap().count(), 1);
+    assert_eq!(log.bytes(), event(&log, &big, 10).len());
+    assert_eq!(log.after(&id(&nth(&log, 9))).unwrap().count(), 1);
     log.push("small");
     assert_eq!(
         log.len(),
@@ -198,15 +235,22 @@ fn last_event_id_refuses_what_no_id_field_can_carry() {
     }
 }
 
+/// The `n`th id of the topic whose first id is `first`.
+fn topic_id(first: &LastEventId, n: u64) -> LastEventId {
+    let (epoch, _) = first.as_str().split_once('-').unwrap();
+    id(&format!("{epoch}-{n}"))
+}
+
 #[tokio::test]
 async fn a_topic_resumes_after_an_id_then_goes_live() {
     let hub = Hub::builder().max_events(4).build();
     let topic = hub.topic("t");
-    for n in 1..=6 {
-        topic.publish(n.to_string());
+    let first = topic.publish("1").await.unwrap();
+    for n in 2..=6 {
+        topic.publish(n.to_string()).await.unwrap();
     }
-    let mut resumed = topic.subscribe_after(&id("3")).unwrap();
-    topic.publish("7");
+    let mut resumed = topic.subscribe_after(&topic_id(&first, 3)).unwrap();
+    topic.publish("7").await.unwrap();
     drop(topic);
     hub.remove("t");
     // The topic is gone: the subscriber yields what it missed, then ends (a hang fails).
@@ -219,23 +263,34 @@ async fn a_topic_resumes_after_an_id_then_goes_live() {
     })
     .await
     .expect("the subscriber did not end after its topic");
-    let want: Vec<String> = (4..=7).map(|n| format!("data: {n}\nid: {n}\n\n")).collect();
+    let want: Vec<String> = (4..=7)
+        .map(|n| format!("data: {n}\nid: {}\n\n", topic_id(&first, n)))
+        .collect();
     assert_eq!(got, want);
+
+    // A topic made again under the same name is another log: the old ids are unknown.
+    let topic = hub.topic("t");
+    topic.publish("again").await.unwrap();
+    assert!(matches!(
+        topic.subscribe_after(&topic_id(&first, 1)),
+        Err(ReplayError::Unknown { .. })
+    ));
 
     let hub = Hub::builder().max_events(2).build();
     let topic = hub.topic("u");
-    for n in 1..=3 {
-        topic.publish(n.to_string());
+    let first = topic.publish("1").await.unwrap();
+    for n in 2..=3 {
+        topic.publish(n.to_string()).await.unwrap();
     }
     assert_eq!(
-        topic.subscribe_after(&id("0")).unwrap_err(),
+        topic.subscribe_after(&topic_id(&first, 0)).unwrap_err(),
         ReplayError::Evicted {
-            last: 0,
-            first_retained: 2
+            last: topic_id(&first, 0),
+            missed: Some(1)
         }
     );
     assert!(matches!(
-        topic.subscribe_after(&id("4")),
+        topic.subscribe_after(&topic_id(&first, 4)),
         Err(ReplayError::Unknown { .. })
     ));
     assert_eq!(
@@ -264,22 +319,32 @@ async fn resuming_while_publishers_publish_has_no_gap_and_no_duplicate() {
     const TOTAL: u64 = PUBLISHERS * PER_PUBLISHER;
     const CLIENTS: u64 = 64;
     let hub = Hub::builder()
-        .max_events(TOTAL as usize)
+        .max_events(TOTAL as usize + 1)
         .max_bytes(usize::MAX)
         .build();
     let topic = hub.topic("stress");
+    let first = topic.publish("0").await.unwrap();
     let mut clients = Vec::new();
     for client in 0..CLIENTS {
         let topic = topic.clone();
+        let first = first.clone();
         clients.push(tokio::spawn(async move {
             let mut seed = client + 1;
             // Start anywhere in what was published so far, or from the very start.
-            let start = xorshift(&mut seed) % (topic.last_id() + 1);
+            let published = topic.last_id().unwrap();
+            let published: u64 = published
+                .as_str()
+                .split_once('-')
+                .unwrap()
+                .1
+                .parse()
+                .unwrap();
+            let start = xorshift(&mut seed) % (published + 1);
             let mut last = start;
             let mut received = Vec::new();
             let mut resumes = 0;
-            while last < TOTAL {
-                let mut subscriber = topic.subscribe_after(&id(&last.to_string())).unwrap();
+            while last < TOTAL + 1 {
+                let mut subscriber = topic.subscribe_after(&topic_id(&first, last)).unwrap();
                 resumes += 1;
                 let take = 1 + xorshift(&mut seed) % 300;
                 for _ in 0..take {
@@ -291,13 +356,15 @@ async fn resuming_while_publishers_publish_has_no_gap_and_no_duplicate() {
                     let event_id: u64 = text
                         .split_once("\nid: ")
                         .and_then(|(_, rest)| rest.strip_suffix("\n\n"))
+                        .and_then(|id| id.split_once('-'))
                         .unwrap()
+                        .1
                         .parse()
                         .unwrap();
                     assert_eq!(event_id, last + 1, "client {client}: gap or duplicate");
                     last = event_id;
                     received.push(bytes);
-                    if last == TOTAL {
+                    if last == TOTAL + 1 {
                         break;
                     }
                 }
@@ -310,7 +377,10 @@ async fn resuming_while_publishers_publish_has_no_gap_and_no_duplicate() {
         let topic = topic.clone();
         publishers.push(tokio::spawn(async move {
             for n in 0..PER_PUBLISHER {
-                topic.publish(format!("publisher {publisher} event {n}"));
+                topic
+                    .publish(format!("publisher {publisher} event {n}"))
+                    .await
+                    .unwrap();
                 if n % 10 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -321,9 +391,9 @@ async fn resuming_while_publishers_publish_has_no_gap_and_no_duplicate() {
         publisher.await.unwrap();
     }
     let reference: Vec<Bytes> = topic
-        .subscribe_after(&id("0"))
+        .subscribe_after(&topic_id(&first, 0))
         .unwrap()
-        .take(TOTAL as usize)
+        .take(TOTAL as usize + 1)
         .map(|event| event.unwrap().to_bytes())
         .collect()
         .await;
@@ -405,12 +475,11 @@ async fn a_reconnecting_client_receives_the_exact_sequence() {
     assert_eq!(topic.subscriber_count(), 1);
     let publisher = tokio::spawn(async move {
         for n in 1..=EVENTS {
-            topic.publish(
-                Event::new()
-                    .event("tick")
-                    .unwrap()
-                    .data(format!("tick {n}")),
-            );
+            let tick = Event::new()
+                .event("tick")
+                .unwrap()
+                .data(format!("tick {n}"));
+            topic.publish(tick).await.unwrap();
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     });
@@ -433,7 +502,10 @@ async fn a_reconnecting_client_receives_the_exact_sequence() {
     }
     publisher.await.unwrap();
     let ids: Vec<String> = received.iter().map(|e| e.last_event_id.clone()).collect();
-    let want: Vec<String> = (1..=EVENTS).map(|n| n.to_string()).collect();
+    let first = id(&ids[0]);
+    let want: Vec<String> = (1..=EVENTS)
+        .map(|n| topic_id(&first, n).to_string())
+        .collect();
     assert_eq!(ids, want);
     for (n, event) in (1..).zip(&received) {
         assert_eq!(
@@ -449,20 +521,27 @@ async fn a_reconnecting_client_receives_the_exact_sequence() {
 async fn unresumable_ids_and_malformed_headers_get_typed_answers() {
     let hub = Hub::builder().max_events(5).build();
     let topic = hub.topic("feed");
-    for n in 1..=20 {
-        topic.publish(n.to_string());
+    let first = topic.publish("1").await.unwrap();
+    for n in 2..=20 {
+        topic.publish(n.to_string()).await.unwrap();
     }
     let addr = serve_topic(topic.clone()).await;
+    let evicted = topic_id(&first, 3).to_string();
+    let future = topic_id(&first, 99).to_string();
+    let earlier_run = format!("0{}", topic_id(&first, 16));
     for (ids, status) in [
-        (&[&b"3"[..]][..], StatusCode::NO_CONTENT), // evicted
-        (&[b"99"], StatusCode::NO_CONTENT),         // never issued
-        (&[b"abc"], StatusCode::NO_CONTENT),        // never issued
-        (&[b"\xff"], StatusCode::BAD_REQUEST),      // not UTF-8
-        (&[b"1", b"2"], StatusCode::BAD_REQUEST),   // ambiguous
+        (&[evicted.as_bytes()][..], StatusCode::NO_CONTENT),
+        (&[future.as_bytes()], StatusCode::NO_CONTENT), // never issued
+        (&[earlier_run.as_bytes()], StatusCode::NO_CONTENT), // another epoch
+        (&[b"16"], StatusCode::NO_CONTENT),             // no epoch
+        (&[b"abc"], StatusCode::NO_CONTENT),            // never issued
+        (&[b"\xff"], StatusCode::BAD_REQUEST),          // not UTF-8
+        (&[b"1", b"2"], StatusCode::BAD_REQUEST),       // ambiguous
     ] {
         assert_eq!(get(addr, "/", ids).await.status(), status, "{ids:?}");
     }
-    let response = get(addr, "/?limit=5", &[b"15"]).await;
+    let last = topic_id(&first, 15).to_string();
+    let response = get(addr, "/?limit=5", &[last.as_bytes()]).await;
     assert_eq!(response.status(), StatusCode::OK);
     let ids: Vec<String> = read_body(response.into_body())
         .await
@@ -470,7 +549,8 @@ async fn unresumable_ids_and_malformed_headers_get_typed_answers() {
         .into_iter()
         .map(|e| e.last_event_id)
         .collect();
-    assert_eq!(ids, ["16", "17", "18", "19", "20"]);
+    let want: Vec<String> = (16..=20).map(|n| topic_id(&first, n).to_string()).collect();
+    assert_eq!(ids, want);
 }
 
 /// The axum extractors: `Option<LastEventId>` is `None` without the header, `LastEventId`

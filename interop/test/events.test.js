@@ -2,15 +2,19 @@
 // @microsoft/fetch-event-source and Chromium's native EventSource. The server ends every
 // response after a few events (`limit`) and asks for a reconnection delay longer than the
 // feed's interval (`retry_ms`), so every reconnection must replay the events published while
-// the client was away. What each client receives must be the feed itself: consecutive ids,
-// no gap, no duplicate.
+// the client was away. What each client receives must be the feed itself: consecutive ticks,
+// distinct ids, no gap, no duplicate. The same checks run against each example alone (the feed
+// in memory), and against both examples sharing one Redis behind an address that sends every
+// request to the other process in turn, so that every reconnection resumes on the other one.
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventSource } from 'eventsource';
 import { chromium } from 'playwright-core';
 
-import { EXAMPLES, startExample } from '../support.js';
+import {
+  EXAMPLES, redisAvailable, startAlternatingProxy, startExample, startRedis,
+} from '../support.js';
 
 // fetch-event-source reads browser globals; support.js sets them up before loading it.
 const { fetchEventSource } = await import('@microsoft/fetch-event-source');
@@ -28,14 +32,14 @@ const TIMEOUT_MS = 20_000;
  */
 function assertConsecutive(messages, client) {
   assert.equal(messages.length, WANTED, client);
-  const ids = messages.map((m) => Number(m.id));
-  const first = ids[0];
-  assert.ok(Number.isInteger(first) && first >= 1, `${client}: first id ${messages[0].id}`);
-  assert.deepEqual(ids, ids.map((_, i) => first + i), `${client}: a gap or a duplicate`);
-  for (const { id, data } of messages) {
-    // The feed's tick number is its id: the data is the event the id names.
-    assert.equal(JSON.parse(data).tick, Number(id), `${client}: data of event ${id}`);
-  }
+  // The feed's ticks count up by one: whatever the ids look like, the data tells the order.
+  const ticks = messages.map((m) => JSON.parse(m.data).tick);
+  const first = ticks[0];
+  assert.ok(Number.isInteger(first) && first >= 1, `${client}: first tick ${first}`);
+  assert.deepEqual(ticks, ticks.map((_, i) => first + i), `${client}: a gap or a duplicate`);
+  const ids = messages.map((m) => m.id);
+  assert.ok(ids.every((id) => /^[0-9a-f]+-[0-9-]+$/.test(id)), `${client}: ids ${ids}`);
+  assert.equal(new Set(ids).size, ids.length, `${client}: an id came twice`);
 }
 
 /** Rejects after `ms`, so that a client that stops receiving fails the test. */
@@ -73,12 +77,17 @@ after(async () => {
   await browser?.close();
 });
 
-for (const name of EXAMPLES) {
-  describe(`${name} /events`, () => {
+/**
+ * The /events checks against the feed that `start()` serves: it resolves with `url` (where
+ * clients connect), `stop()`, and `otherRun()`, which starts another run of the server (a new
+ * log) and resolves with its URL and `stop()`.
+ */
+function feedChecks(label, start, options = {}) {
+  describe(label, options, () => {
     let server;
 
     before(async () => {
-      server = await startExample(name, { env: { EVENTS_INTERVAL_MS: INTERVAL_MS } });
+      server = await start();
     });
     after(async () => {
       await server?.stop();
@@ -104,6 +113,11 @@ for (const name of EXAMPLES) {
       }
       assertConsecutive(messages, 'eventsource');
       assert.ok(opens >= WANTED / LIMIT, `only ${opens} connections`);
+      for (const process of server.servers ?? []) {
+        // Each process served reconnections that resumed what the other one had sent.
+        const resumed = process.matching(/streaming \/events.*last_event_id=/);
+        assert.ok(resumed.length >= 2, `${process.name} resumed ${resumed.length} streams`);
+      }
     });
 
     test('fetch-event-source: retries after each clean end and misses nothing', async () => {
@@ -178,13 +192,42 @@ for (const name of EXAMPLES) {
     });
 
     test('an id it cannot resume after gets a resync notice, then live events', async () => {
-      const response = await fetch(new URL('/events?limit=1', server.url), {
-        headers: { 'Last-Event-ID': '999999999' },
+      const unknown = ['999999999', '00000000-5', '00000000-5-0'];
+      if (server.otherRun) {
+        // An id of another run of the server: its log had another epoch.
+        const other = await server.otherRun();
+        try {
+          const text = await (await fetch(new URL('/events?limit=1', other.url))).text();
+          unknown.push(text.match(/\nid: ([^\n]+)\n\n$/)[1]);
+        } finally {
+          await other.stop();
+        }
+      }
+      for (const id of unknown) {
+        const response = await fetch(new URL('/events?limit=2', server.url), {
+          headers: { 'Last-Event-ID': id },
+        });
+        assert.equal(response.status, 200);
+        const text = await response.text();
+        assert.match(text, /^event: resync\ndata: 0\n\n/, id);
+        assert.match(text, /\nid: [0-9a-f]+-[0-9-]+\n\n$/, id);
+      }
+    });
+
+    test('an id REDIS_MAXLEN trimmed away gets the resync notice', async (t) => {
+      if (!server.maxlen) {
+        t.skip('the feed is in memory');
+        return;
+      }
+      const first = await (await fetch(new URL('/events?limit=1', server.url))).text();
+      const id = first.match(/\nid: ([^\n]+)\n\n$/)[1];
+      // Approximate trimming drops whole nodes of 100 entries: wait for a few of them.
+      await new Promise((resolve) => setTimeout(resolve, (3 * 100 + server.maxlen) * INTERVAL_MS));
+      const response = await fetch(new URL('/events?limit=2', server.url), {
+        headers: { 'Last-Event-ID': id },
       });
       assert.equal(response.status, 200);
-      const text = await response.text();
-      assert.match(text, /^event: resync\ndata: 0\n\n/);
-      assert.match(text, /\nid: \d+\n\n$/);
+      assert.match(await response.text(), /^event: resync\ndata: 0\n\n/);
     });
 
     test('malformed requests get 400 with a JSON error', async () => {
@@ -201,3 +244,39 @@ for (const name of EXAMPLES) {
     });
   });
 }
+
+for (const name of EXAMPLES) {
+  const start = async () => {
+    const server = await startExample(name, { env: { EVENTS_INTERVAL_MS: INTERVAL_MS } });
+    server.otherRun = () => startExample(name, { env: { EVENTS_INTERVAL_MS: INTERVAL_MS } });
+    return server;
+  };
+  feedChecks(`${name} /events`, start);
+}
+
+// Both examples on one Redis: one feed, whichever process a request reaches.
+const REDIS_MAXLEN = 20;
+feedChecks('/events from Redis: axum and hyper processes in turn', async () => {
+  const redis = await startRedis();
+  const env = { EVENTS_INTERVAL_MS: INTERVAL_MS, REDIS_URL: redis.url, REDIS_MAXLEN };
+  const servers = [];
+  try {
+    for (const name of EXAMPLES) servers.push(await startExample(name, { env }));
+    const proxy = await startAlternatingProxy(servers.map((server) => server.url));
+    return {
+      url: proxy.url,
+      servers,
+      maxlen: REDIS_MAXLEN,
+      otherRun: null,
+      async stop() {
+        await proxy.close();
+        for (const server of servers) await server.stop();
+        await redis.stop();
+      },
+    };
+  } catch (error) {
+    for (const server of servers) await server.stop();
+    await redis.stop();
+    throw error;
+  }
+}, { skip: !redisAvailable() });
