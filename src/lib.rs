@@ -9,6 +9,9 @@
 //! * [`SseLayer`] serves event streams safely from any tower service: keep-alives between
 //!   events, SSE headers, a time limit, graceful shutdown, and an [`SseConnection`] in every
 //!   request that tells how and when its response ended.
+//! * [`framing`]: the same channel, body and layer for NDJSON, JSON Lines, JSON text sequences
+//!   and raw text ([`framed_channel`], [`FramedBody`], [`framed_response`]), with the right
+//!   content type, no keep-alives inside them and an Ollama-style `{"error": ...}` record.
 //! * [`Parser`] decodes an event stream exactly as a browser's `EventSource` does.
 //! * [`Hub`] broadcasts to many subscribers, each event encoded once, with bounded queues and
 //!   a [`LagPolicy`]; its topics keep a [`ReplayLog`] so a client that reconnects with a
@@ -24,16 +27,18 @@ mod close;
 mod connection;
 mod emitter;
 mod event;
+pub mod framing;
 mod hub;
 mod layer;
 mod parse;
 mod replay;
 
-pub use body::{response, SseBody};
+pub use body::{framed_response, response, FramedBody, SseBody};
 pub use close::CloseReason;
 pub use connection::{CloseInfo, SseConnection};
 pub use emitter::{
-    channel, ChannelBuilder, EventReceiver, SendError, SendErrorKind, SseEmitter, TrySendError,
+    channel, framed_channel, ChannelBuilder, Emitter, EventReceiver, Receiver, SendError,
+    SendErrorKind, SseEmitter, TrySendError, Unsent,
 };
 pub use event::{Event, EventError, EventField};
 pub use hub::{Hub, HubBuilder, LagPolicy, Subscriber, Topic};

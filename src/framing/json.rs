@@ -1,0 +1,206 @@
+//! The JSON framings: [`Ndjson`], [`JsonLines`] and [`JsonSeq`], one JSON text per item.
+//!
+//! All three write compact JSON straight from any `serde::Serialize` value. Compact JSON never
+//! holds a line break; a raw value may (a `serde_json::value::RawValue` of pretty-printed
+//! JSON), but only as whitespace between tokens, since JSON strings cannot hold raw control
+//! characters. Such breaks are written as spaces, so one item is always exactly one line and
+//! still the same JSON.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{reserve_first, sealed, write_item, Encode, Framing, Record};
+use crate::BoxError;
+
+/// The room an encoded item starts with: a typical streamed JSON object fits without regrowing.
+const ITEM_CAPACITY: usize = 128;
+
+/// Newline-delimited JSON (`application/x-ndjson`), as Ollama streams it: one compact JSON
+/// value per line. [`SseLayer`](crate::SseLayer) writes no keep-alive into it (its clients
+/// parse every line as JSON), and a stream that ends with an error, when asked to say so, ends
+/// with the line `{"error":"<message>"}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ndjson;
+
+/// JSON Lines (`application/jsonl`): one compact JSON value per line, the same bytes as
+/// [`Ndjson`] under the content type of <https://jsonlines.org>.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JsonLines;
+
+/// JSON text sequences (RFC 7464, `application/json-seq`): each item is the record separator
+/// (RS, `0x1E`), a compact JSON value and a line feed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JsonSeq;
+
+/// What tells the JSON framings apart: their content type and what goes before each value.
+pub trait JsonFraming: Clone + Copy + Default + std::fmt::Debug + Send + Sync + Unpin + 'static {
+    /// The `content-type` of a response in this framing.
+    const CONTENT_TYPE: &'static str;
+    /// The bytes before each JSON value (each ends with a line feed).
+    const PREFIX: &'static [u8];
+}
+
+impl JsonFraming for Ndjson {
+    const CONTENT_TYPE: &'static str = "application/x-ndjson";
+    const PREFIX: &'static [u8] = b"";
+}
+
+impl JsonFraming for JsonLines {
+    const CONTENT_TYPE: &'static str = "application/jsonl";
+    const PREFIX: &'static [u8] = b"";
+}
+
+impl JsonFraming for JsonSeq {
+    const CONTENT_TYPE: &'static str = "application/json-seq";
+    const PREFIX: &'static [u8] = b"\x1e";
+}
+
+impl sealed::Sealed for Ndjson {}
+impl sealed::Sealed for JsonLines {}
+impl sealed::Sealed for JsonSeq {}
+
+/// Every JSON framing in one implementation.
+impl<F: JsonFraming + sealed::Sealed> Framing for F {
+    type Item = Record<F>;
+    const CONTENT_TYPE: &'static str = <F as JsonFraming>::CONTENT_TYPE;
+
+    fn error_item(&self, message: &str) -> Option<Record<F>> {
+        let mut out = Vec::with_capacity(F::PREFIX.len() + message.len() + 16);
+        out.extend_from_slice(F::PREFIX);
+        out.extend_from_slice(b"{\"error\":");
+        // A string always serialises.
+        serde_json::to_writer(&mut out, message).ok()?;
+        out.extend_from_slice(b"}\n");
+        Some(Record::new(Bytes::from(out)))
+    }
+}
+
+/// Any serde value, encoded as one item.
+impl<F: JsonFraming + sealed::Sealed, T: serde::Serialize> Encode<T> for F {
+    type Unsent = T;
+    type Kept = T;
+
+    fn encode(value: T) -> Result<(Record<F>, T), (T, BoxError)> {
+        let mut out = Vec::with_capacity(ITEM_CAPACITY);
+        out.extend_from_slice(F::PREFIX);
+        match serde_json::to_writer(&mut out, &value) {
+            Ok(()) => {
+                end_item(&mut out, F::PREFIX.len());
+                Ok((Record::new(Bytes::from(out)), value))
+            }
+            Err(err) => Err((value, err.into())),
+        }
+    }
+
+    fn unsent(_item: Record<F>, value: T) -> T {
+        value
+    }
+
+    fn write(value: T, frame: &mut BytesMut) -> Result<Option<Bytes>, BoxError> {
+        reserve_first(frame);
+        let start = frame.len();
+        frame.extend_from_slice(F::PREFIX);
+        let json_start = frame.len();
+        if let Err(err) = serde_json::to_writer(frame.writer(), &value) {
+            // Nothing of a value that failed goes out.
+            frame.truncate(start);
+            return Err(err.into());
+        }
+        replace_breaks(&mut frame[json_start..]);
+        frame.put_u8(b'\n');
+        Ok(None)
+    }
+}
+
+/// The items a channel of a JSON framing carries, already encoded.
+impl<F: JsonFraming + sealed::Sealed> Encode<Record<F>> for F {
+    type Unsent = Record<F>;
+    type Kept = ();
+
+    fn encode(record: Record<F>) -> Result<(Record<F>, ()), (Record<F>, BoxError)> {
+        Ok((record, ()))
+    }
+
+    fn unsent(record: Record<F>, (): ()) -> Record<F> {
+        record
+    }
+
+    fn write(record: Record<F>, frame: &mut BytesMut) -> Result<Option<Bytes>, BoxError> {
+        Ok(write_item(record, frame))
+    }
+}
+
+/// Finishes an item whose JSON starts at `json_start`: one line, ended by a line feed.
+fn end_item(out: &mut Vec<u8>, json_start: usize) {
+    replace_breaks(&mut out[json_start..]);
+    out.push(b'\n');
+}
+
+/// Writes the line breaks of serialised JSON as spaces: they can only be whitespace between
+/// tokens, so the JSON means the same and stays on one line.
+fn replace_breaks(json: &mut [u8]) {
+    if memchr::memchr2(b'\n', b'\r', json).is_none() {
+        return;
+    }
+    for byte in json.iter_mut() {
+        if *byte == b'\n' || *byte == b'\r' {
+            *byte = b' ';
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    fn encoded<F: JsonFraming + sealed::Sealed, T: serde::Serialize>(value: T) -> Vec<u8> {
+        let (record, _) = <F as Encode<T>>::encode(value).unwrap_or_else(|_| panic!("encodes"));
+        let mut frame = BytesMut::new();
+        assert!(<F as Encode<Record<F>>>::write(record.clone(), &mut frame)
+            .unwrap()
+            .is_none());
+        assert_eq!(&frame[..], &record.as_bytes()[..]);
+        record.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn each_framing_writes_one_value_per_item() {
+        let value = serde_json::json!({"a": "x\ny", "b": [1, 2]});
+        assert_eq!(encoded::<Ndjson, _>(&value), b"{\"a\":\"x\\ny\",\"b\":[1,2]}\n");
+        assert_eq!(encoded::<JsonLines, _>(&value), b"{\"a\":\"x\\ny\",\"b\":[1,2]}\n");
+        assert_eq!(encoded::<JsonSeq, _>(&value), b"\x1e{\"a\":\"x\\ny\",\"b\":[1,2]}\n");
+    }
+
+    #[test]
+    fn raw_line_breaks_become_spaces() {
+        let raw = RawValue::from_string("{\n  \"a\": 1,\r\n  \"b\": \"two\"\n}".into()).unwrap();
+        let line = encoded::<Ndjson, _>(&raw);
+        assert_eq!(line, b"{   \"a\": 1,    \"b\": \"two\" }\n");
+        let back: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, serde_json::json!({"a": 1, "b": "two"}));
+        let mut frame = BytesMut::new();
+        <Ndjson as Encode<_>>::write(&raw, &mut frame).unwrap();
+        assert_eq!(&frame[..], &line[..]);
+    }
+
+    #[test]
+    fn a_value_that_fails_to_serialise_writes_nothing() {
+        let mut map = std::collections::BTreeMap::new();
+        map.insert(vec![1u8], 1);
+        let mut frame = BytesMut::from(&b"before\n"[..]);
+        assert!(<Ndjson as Encode<_>>::write(&map, &mut frame).is_err());
+        assert_eq!(&frame[..], b"before\n");
+        let (back, _err) = <Ndjson as Encode<_>>::encode(map.clone()).unwrap_err();
+        assert_eq!(back, map);
+    }
+
+    #[test]
+    fn error_records_are_json() {
+        let record = Ndjson.error_item("bad \"quote\"\n").unwrap();
+        assert_eq!(&record.as_bytes()[..], b"{\"error\":\"bad \\\"quote\\\"\\n\"}\n");
+        let record = JsonSeq.error_item("x").unwrap();
+        assert_eq!(&record.as_bytes()[..], b"\x1e{\"error\":\"x\"}\n");
+    }
+}
