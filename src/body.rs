@@ -236,10 +236,7 @@ pub fn framed_response<F: Framing, S>(body: FramedBody<F, S>) -> Response<Framed
 pub(crate) fn streaming_response<B>(content_type: &'static str, body: B) -> Response<B> {
     // Sized for exactly these headers: an idle stream keeps them for as long as it is open.
     let mut headers = HeaderMap::with_capacity(3);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(
         HeaderName::from_static("x-accel-buffering"),

@@ -329,9 +329,9 @@ impl<F: Framing> Emitter<F> {
         match self.shared.free_slots.acquire().await {
             Ok(slot) => {
                 slot.forget();
-                self.shared
-                    .push(encoded)
-                    .map_err(|(encoded, reason)| SendError::closed(F::unsent(encoded, kept), reason))
+                self.shared.push(encoded).map_err(|(encoded, reason)| {
+                    SendError::closed(F::unsent(encoded, kept), reason)
+                })
             }
             Err(_) => Err(SendError::closed(
                 F::unsent(encoded, kept),
@@ -378,9 +378,9 @@ impl<F: Framing> Emitter<F> {
         match tokio::time::timeout(timeout, self.shared.free_slots.acquire()).await {
             Ok(Ok(slot)) => {
                 slot.forget();
-                self.shared
-                    .push(encoded)
-                    .map_err(|(encoded, reason)| SendError::closed(F::unsent(encoded, kept), reason))
+                self.shared.push(encoded).map_err(|(encoded, reason)| {
+                    SendError::closed(F::unsent(encoded, kept), reason)
+                })
             }
             Ok(Err(_)) => Err(SendError::closed(
                 F::unsent(encoded, kept),
@@ -673,7 +673,9 @@ impl<T> fmt::Display for SendError<T> {
             (SendErrorKind::Invalid, Some(cause)) => {
                 write!(f, "not sent: the item could not be encoded: {cause}")
             }
-            (SendErrorKind::Invalid, None) => f.write_str("not sent: the item could not be encoded"),
+            (SendErrorKind::Invalid, None) => {
+                f.write_str("not sent: the item could not be encoded")
+            }
         }
     }
 }

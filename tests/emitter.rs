@@ -284,7 +284,9 @@ async fn an_error_event_ends_cleanly_when_asked_for() {
 
 #[tokio::test]
 async fn the_error_event_has_the_name_it_is_given() {
-    assert!(ChannelBuilder::new(8).error_event_name("bad\nname").is_err());
+    assert!(ChannelBuilder::new(8)
+        .error_event_name("bad\nname")
+        .is_err());
     let builder = ChannelBuilder::new(8)
         .error_event(true)
         .error_event_name("failure")

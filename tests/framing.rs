@@ -174,7 +174,10 @@ async fn complete_with_error_writes_the_error_record_when_asked() {
         let err = emitter.send(2).await.unwrap_err();
         assert_eq!(err.kind(), SendErrorKind::Closed(CloseReason::Error));
         let received = read_body(response.into_body()).await;
-        assert!(received.error.is_none(), "{proto:?}: a clean end after the record");
+        assert!(
+            received.error.is_none(),
+            "{proto:?}: a clean end after the record"
+        );
         assert_eq!(
             received.text(),
             "{\"n\":1}\n{\"error\":\"model \\\"x\\\" failed\\nbadly\"}\n"

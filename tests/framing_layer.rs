@@ -57,7 +57,11 @@ async fn nothing_of_the_layer_goes_into_a_json_or_text_stream() {
             drop(app);
             let received = read_body(response.into_body()).await;
             assert!(received.error.is_none(), "{content_type} {proto:?}");
-            assert_eq!(received.bytes, [item, item].concat(), "{content_type} {proto:?}");
+            assert_eq!(
+                received.bytes,
+                [item, item].concat(),
+                "{content_type} {proto:?}"
+            );
         }
     }
 }
@@ -87,7 +91,10 @@ async fn the_time_limit_ends_a_json_stream_after_the_line_in_flight() {
         );
         let info = seen.lock().unwrap()[0];
         assert_eq!((info.reason, info.events), (CloseReason::TimedOut, 2));
-        assert!(app.feed.is_closed(), "{proto:?}: the inner body was dropped");
+        assert!(
+            app.feed.is_closed(),
+            "{proto:?}: the inner body was dropped"
+        );
     }
 }
 

@@ -32,7 +32,9 @@ pub struct JsonLines;
 pub struct JsonSeq;
 
 /// What tells the JSON framings apart: their content type and what goes before each value.
-pub trait JsonFraming: Clone + Copy + Default + std::fmt::Debug + Send + Sync + Unpin + 'static {
+pub trait JsonFraming:
+    Clone + Copy + Default + std::fmt::Debug + Send + Sync + Unpin + 'static
+{
     /// The `content-type` of a response in this framing.
     const CONTENT_TYPE: &'static str;
     /// The bytes before each JSON value (each ends with a line feed).
@@ -168,9 +170,18 @@ mod tests {
     #[test]
     fn each_framing_writes_one_value_per_item() {
         let value = serde_json::json!({"a": "x\ny", "b": [1, 2]});
-        assert_eq!(encoded::<Ndjson, _>(&value), b"{\"a\":\"x\\ny\",\"b\":[1,2]}\n");
-        assert_eq!(encoded::<JsonLines, _>(&value), b"{\"a\":\"x\\ny\",\"b\":[1,2]}\n");
-        assert_eq!(encoded::<JsonSeq, _>(&value), b"\x1e{\"a\":\"x\\ny\",\"b\":[1,2]}\n");
+        assert_eq!(
+            encoded::<Ndjson, _>(&value),
+            b"{\"a\":\"x\\ny\",\"b\":[1,2]}\n"
+        );
+        assert_eq!(
+            encoded::<JsonLines, _>(&value),
+            b"{\"a\":\"x\\ny\",\"b\":[1,2]}\n"
+        );
+        assert_eq!(
+            encoded::<JsonSeq, _>(&value),
+            b"\x1e{\"a\":\"x\\ny\",\"b\":[1,2]}\n"
+        );
     }
 
     #[test]
@@ -199,7 +210,10 @@ mod tests {
     #[test]
     fn error_records_are_json() {
         let record = Ndjson.error_item("bad \"quote\"\n").unwrap();
-        assert_eq!(&record.as_bytes()[..], b"{\"error\":\"bad \\\"quote\\\"\\n\"}\n");
+        assert_eq!(
+            &record.as_bytes()[..],
+            b"{\"error\":\"bad \\\"quote\\\"\\n\"}\n"
+        );
         let record = JsonSeq.error_item("x").unwrap();
         assert_eq!(&record.as_bytes()[..], b"\x1e{\"error\":\"x\"}\n");
     }

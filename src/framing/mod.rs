@@ -213,7 +213,11 @@ pub(crate) enum Streaming {
 /// document or a `text/plain` error answer passes through untouched.
 pub(crate) fn classify(headers: &HeaderMap, size: &SizeHint) -> Option<Streaming> {
     let value = headers.get(header::CONTENT_TYPE)?.as_bytes();
-    let essence = value.split(|&b| b == b';').next().unwrap_or(&[]).trim_ascii();
+    let essence = value
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or(&[])
+        .trim_ascii();
     let is = |name: &str| essence.eq_ignore_ascii_case(name.as_bytes());
     if is("text/event-stream") {
         return Some(Streaming::Events);
@@ -257,7 +261,11 @@ mod tests {
             "text/event-stream; charset=utf-8",
             " text/event-stream ;charset=UTF-8",
         ] {
-            assert_eq!(classified(value, open()), Some(Streaming::Events), "{value}");
+            assert_eq!(
+                classified(value, open()),
+                Some(Streaming::Events),
+                "{value}"
+            );
             // An event stream is one whatever its length.
             let exact = SizeHint::with_exact(10);
             assert_eq!(classified(value, exact), Some(Streaming::Events), "{value}");

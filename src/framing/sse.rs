@@ -35,9 +35,7 @@ impl Sse {
 impl Default for Sse {
     fn default() -> Self {
         Sse {
-            error_event: Event::new()
-                .event(DEFAULT_ERROR_EVENT)
-                .unwrap_or_default(),
+            error_event: Event::new().event(DEFAULT_ERROR_EVENT).unwrap_or_default(),
         }
     }
 }
