@@ -5,8 +5,16 @@
 //! JSON), but only as whitespace between tokens, since JSON strings cannot hold raw control
 //! characters. Such breaks are written as spaces, so one item is always exactly one line and
 //! still the same JSON.
+//!
+//! Strings also escape U+2028, U+2029 and U+0085 (`\u2028`...), which JSON allows raw but
+//! which many line readers split lines at (Python's `str.splitlines`, used by `httpx` and so
+//! by the `ollama` client; JavaScript line terminators). Go's encoder, and so Ollama, escapes
+//! the first two too.
+
+use std::io;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::ser::Formatter;
 
 use super::{reserve_first, sealed, write_item, Encode, Framing, Record};
 use crate::BoxError;
@@ -70,7 +78,7 @@ impl<F: JsonFraming + sealed::Sealed> Framing for F {
         out.extend_from_slice(F::PREFIX);
         out.extend_from_slice(b"{\"error\":");
         // A string always serialises.
-        serde_json::to_writer(&mut out, message).ok()?;
+        to_writer(&mut out, message).ok()?;
         out.extend_from_slice(b"}\n");
         Some(Record::new(Bytes::from(out)))
     }
@@ -84,7 +92,7 @@ impl<F: JsonFraming + sealed::Sealed, T: serde::Serialize> Encode<T> for F {
     fn encode(value: T) -> Result<(Record<F>, T), (T, BoxError)> {
         let mut out = Vec::with_capacity(ITEM_CAPACITY);
         out.extend_from_slice(F::PREFIX);
-        match serde_json::to_writer(&mut out, &value) {
+        match to_writer(&mut out, &value) {
             Ok(()) => {
                 end_item(&mut out, F::PREFIX.len());
                 Ok((Record::new(Bytes::from(out)), value))
@@ -102,7 +110,7 @@ impl<F: JsonFraming + sealed::Sealed, T: serde::Serialize> Encode<T> for F {
         let start = frame.len();
         frame.extend_from_slice(F::PREFIX);
         let json_start = frame.len();
-        if let Err(err) = serde_json::to_writer(frame.writer(), &value) {
+        if let Err(err) = to_writer(frame.writer(), &value) {
             // Nothing of a value that failed goes out.
             frame.truncate(start);
             return Err(err.into());
@@ -128,6 +136,45 @@ impl<F: JsonFraming + sealed::Sealed> Encode<Record<F>> for F {
 
     fn write(record: Record<F>, frame: &mut BytesMut) -> Result<Option<Bytes>, BoxError> {
         Ok(write_item(record, frame))
+    }
+}
+
+/// Serialises `value` as compact JSON whose strings escape the characters line readers split
+/// at.
+fn to_writer<W: io::Write, T: serde::Serialize + ?Sized>(
+    writer: W,
+    value: &T,
+) -> serde_json::Result<()> {
+    let mut serializer = serde_json::Serializer::with_formatter(writer, OneLine);
+    value.serialize(&mut serializer)
+}
+
+/// Compact JSON (the `Formatter` defaults) that also escapes U+2028, U+2029 and U+0085 in
+/// strings.
+struct OneLine;
+
+impl Formatter for OneLine {
+    #[inline]
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let bytes = fragment.as_bytes();
+        let mut start = 0;
+        // U+2028 and U+2029 are E2 80 A8/A9 in UTF-8, U+0085 is C2 85.
+        for at in memchr::memchr2_iter(0xE2, 0xC2, bytes) {
+            let escape: &[u8] = match &bytes[at..] {
+                [0xE2, 0x80, 0xA8, ..] => b"\\u2028",
+                [0xE2, 0x80, 0xA9, ..] => b"\\u2029",
+                [0xC2, 0x85, ..] => b"\\u0085",
+                _ => continue,
+            };
+            writer.write_all(&bytes[start..at])?;
+            writer.write_all(escape)?;
+            start = at + if bytes[at] == 0xE2 { 3 } else { 2 };
+        }
+        writer.write_all(&bytes[start..])
     }
 }
 
@@ -205,6 +252,21 @@ mod tests {
         assert_eq!(&frame[..], b"before\n");
         let (back, _err) = <Ndjson as Encode<_>>::encode(map.clone()).unwrap_err();
         assert_eq!(back, map);
+    }
+
+    #[test]
+    fn line_separators_in_strings_are_escaped() {
+        let text = "a\u{2028}b\u{2029}c\u{85}d é ✓ \u{e2}";
+        let line = encoded::<Ndjson, _>(text);
+        assert_eq!(
+            String::from_utf8(line.clone()).unwrap(),
+            "\"a\\u2028b\\u2029c\\u0085d é ✓ \u{e2}\"\n"
+        );
+        let back: String = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, text);
+        let mut frame = BytesMut::new();
+        <Ndjson as Encode<_>>::write(text, &mut frame).unwrap();
+        assert_eq!(&frame[..], &line[..]);
     }
 
     #[test]
