@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The interop suite: the /gpt-stream examples against clients we did not write,
-# @microsoft/fetch-event-source under Node and the example page in headless Chromium.
+# @microsoft/fetch-event-source under Node and the example page in headless Chromium; and
+# /api/chat and /stream/... against the `ollama`, `ndjson` and `json-text-sequence` packages.
 #
 #   bash interop/run.sh
 #

@@ -4,17 +4,25 @@
 #
 #   bash interop/ollama/run.sh
 #
-# Needs python3 (with venv) and cargo. Creates interop/ollama/.venv and installs the pinned
-# requirements into it.
+# Needs python3 (with venv; installed with apt-get when missing and run as root) and cargo.
+# Creates interop/ollama/.venv and installs the pinned requirements into it. The npm side
+# (interop/test/ollama.test.js) runs with the rest of interop/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")"
 root="$(cd ../.. && pwd)"
 
 if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv || {
-    echo "interop/ollama: python3 -m venv failed: install python3-venv" >&2
-    exit 1
-  }
+  if ! python3 -m venv .venv; then
+    rm -rf .venv
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update
+      DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv
+      python3 -m venv .venv
+    else
+      echo "interop/ollama: python3 -m venv failed: install python3-venv" >&2
+      exit 1
+    fi
+  fi
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 
