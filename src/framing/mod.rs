@@ -126,6 +126,7 @@ impl<F> fmt::Debug for Record<F> {
 }
 
 /// Appends a finished item to `frame`, or hands it back whole when it is large.
+#[inline(always)]
 fn write_item<I: sealed::WireItem>(item: I, frame: &mut BytesMut) -> Option<Bytes> {
     if item.encoded_len() >= ZERO_COPY_BYTES {
         return Some(item.into_bytes());
@@ -136,6 +137,7 @@ fn write_item<I: sealed::WireItem>(item: I, frame: &mut BytesMut) -> Option<Byte
 }
 
 /// Gives an empty frame buffer its first room.
+#[inline(always)]
 fn reserve_first(frame: &mut BytesMut) {
     if frame.capacity() == 0 {
         frame.reserve(FIRST_FRAME_BYTES);
