@@ -94,7 +94,7 @@ impl<F: JsonFraming + sealed::Sealed, T: serde::Serialize> Encode<T> for F {
         out.extend_from_slice(F::PREFIX);
         match to_writer(&mut out, &value) {
             Ok(()) => {
-                end_item(&mut out, F::PREFIX.len());
+                out.push(b'\n');
                 Ok((Record::new(Bytes::from(out)), value))
             }
             Err(err) => Err((value, err.into())),
@@ -109,13 +109,11 @@ impl<F: JsonFraming + sealed::Sealed, T: serde::Serialize> Encode<T> for F {
         reserve_first(frame);
         let start = frame.len();
         frame.extend_from_slice(F::PREFIX);
-        let json_start = frame.len();
         if let Err(err) = to_writer(frame.writer(), &value) {
             // Nothing of a value that failed goes out.
             frame.truncate(start);
             return Err(err.into());
         }
-        replace_breaks(&mut frame[json_start..]);
         frame.put_u8(b'\n');
         Ok(None)
     }
@@ -150,7 +148,7 @@ fn to_writer<W: io::Write, T: serde::Serialize + ?Sized>(
 }
 
 /// Compact JSON (the `Formatter` defaults) that also escapes U+2028, U+2029 and U+0085 in
-/// strings.
+/// strings and writes the line breaks of raw JSON as spaces.
 struct OneLine;
 
 impl Formatter for OneLine {
@@ -161,6 +159,10 @@ impl Formatter for OneLine {
         fragment: &str,
     ) -> io::Result<()> {
         let bytes = fragment.as_bytes();
+        // Keys and most values: nothing to look for.
+        if bytes.is_ascii() {
+            return writer.write_all(bytes);
+        }
         let mut start = 0;
         // U+2028 and U+2029 are E2 80 A8/A9 in UTF-8, U+0085 is C2 85.
         for at in memchr::memchr2_iter(0xE2, 0xC2, bytes) {
@@ -176,24 +178,23 @@ impl Formatter for OneLine {
         }
         writer.write_all(&bytes[start..])
     }
-}
 
-/// Finishes an item whose JSON starts at `json_start`: one line, ended by a line feed.
-fn end_item(out: &mut Vec<u8>, json_start: usize) {
-    replace_breaks(&mut out[json_start..]);
-    out.push(b'\n');
-}
-
-/// Writes the line breaks of serialised JSON as spaces: they can only be whitespace between
-/// tokens, so the JSON means the same and stays on one line.
-fn replace_breaks(json: &mut [u8]) {
-    if memchr::memchr2(b'\n', b'\r', json).is_none() {
-        return;
-    }
-    for byte in json.iter_mut() {
-        if *byte == b'\n' || *byte == b'\r' {
-            *byte = b' ';
+    /// Raw JSON (a `RawValue`) may hold line breaks, as whitespace between tokens only: they
+    /// are written as spaces.
+    fn write_raw_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let bytes = fragment.as_bytes();
+        if memchr::memchr2(b'\n', b'\r', bytes).is_none() {
+            return writer.write_all(bytes);
         }
+        let spaced: Vec<u8> = bytes
+            .iter()
+            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+            .collect();
+        writer.write_all(&spaced)
     }
 }
 
