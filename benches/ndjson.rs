@@ -296,7 +296,11 @@ fn compare(
         ratios.push(rates[0] / rates[1]);
     }
     ratios.sort_by(f64::total_cmp);
-    (ratios[ratios.len() / 2], ratios[0], ratios[ratios.len() - 1])
+    (
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+    )
 }
 
 fn main() {
@@ -316,7 +320,12 @@ fn main() {
             Contender::TowerSse.encode(case, 3),
             Contender::AxumExtra.encode(case, 3),
         );
-        assert_eq!(ours.1, theirs.1, "{}: both write the same lines", case.name());
+        assert_eq!(
+            ours.1,
+            theirs.1,
+            "{}: both write the same lines",
+            case.name()
+        );
     }
 
     println!("| run | round | contender | values/s | MB/s |");

@@ -89,12 +89,9 @@ pub fn channel(capacity: usize) -> (SseEmitter, SseBody<EventReceiver>) {
 /// # drop(response);
 /// # }
 /// ```
-pub fn framed_channel<F: Framing>(
-    framing: F,
-    capacity: usize,
-) -> (Emitter<F>, FramedBody<F, Receiver<F>>)
+pub fn framed_channel<F>(framing: F, capacity: usize) -> (Emitter<F>, FramedBody<F, Receiver<F>>)
 where
-    F: Encode<<F as Framing>::Item>,
+    F: Framing + Encode<<F as Framing>::Item>,
 {
     ChannelBuilder::framed(framing, capacity).build()
 }

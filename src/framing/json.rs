@@ -16,7 +16,7 @@ use std::io;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::ser::Formatter;
 
-use super::{reserve_first, sealed, write_item, Encode, Framing, Record};
+use super::{reserve_first, sealed, write_item, Encode, Encoded, Framing, Record};
 use crate::BoxError;
 
 /// The room an encoded item starts with: a typical streamed JSON object fits without regrowing.
@@ -89,7 +89,7 @@ impl<F: JsonFraming + sealed::Sealed, T: serde::Serialize> Encode<T> for F {
     type Unsent = T;
     type Kept = T;
 
-    fn encode(value: T) -> Result<(Record<F>, T), (T, BoxError)> {
+    fn encode(value: T) -> Encoded<Record<F>, T, T> {
         let mut out = Vec::with_capacity(ITEM_CAPACITY);
         out.extend_from_slice(F::PREFIX);
         match to_writer(&mut out, &value) {
@@ -124,7 +124,7 @@ impl<F: JsonFraming + sealed::Sealed> Encode<Record<F>> for F {
     type Unsent = Record<F>;
     type Kept = ();
 
-    fn encode(record: Record<F>) -> Result<(Record<F>, ()), (Record<F>, BoxError)> {
+    fn encode(record: Record<F>) -> Encoded<Record<F>, (), Record<F>> {
         Ok((record, ()))
     }
 

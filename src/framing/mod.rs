@@ -71,7 +71,7 @@ pub trait Encode<T>: Framing {
     type Kept;
 
     /// Encodes `input` into its wire item; on failure hands it back with the reason.
-    fn encode(input: T) -> Result<(Self::Item, Self::Kept), (Self::Unsent, BoxError)>;
+    fn encode(input: T) -> Encoded<Self::Item, Self::Kept, Self::Unsent>;
 
     /// What a send that did not go through hands back, from what [`encode`](Self::encode)
     /// returned.
@@ -81,6 +81,10 @@ pub trait Encode<T>: Framing {
     /// enough to go out as a frame of its own without a copy.
     fn write(input: T, frame: &mut BytesMut) -> Result<Option<Bytes>, BoxError>;
 }
+
+/// What [`Encode::encode`] returns: the item and what was kept of the input, or the input
+/// handed back with the reason it could not be encoded.
+pub type Encoded<I, K, U> = Result<(I, K), (U, BoxError)>;
 
 /// One item of an NDJSON, JSON Lines, JSON text sequence or text stream, in its finished wire
 /// form (delimiters included). The framing `F` made it, so it only goes into streams of `F`.

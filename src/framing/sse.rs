@@ -2,7 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{sealed, write_item, Encode, Framing};
+use super::{sealed, write_item, Encode, Encoded, Framing};
 use crate::{BoxError, Event, EventError};
 
 /// The event name [`Sse`] gives the record of a stream that ended with an error, unless told
@@ -56,7 +56,7 @@ impl<T: Into<Event>> Encode<T> for Sse {
     type Kept = ();
 
     #[inline(always)]
-    fn encode(input: T) -> Result<(Event, ()), (Event, BoxError)> {
+    fn encode(input: T) -> Encoded<Event, (), Event> {
         Ok((input.into(), ()))
     }
 

@@ -2,7 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{reserve_first, sealed, write_item, Encode, Framing, Record, ZERO_COPY_BYTES};
+use super::{reserve_first, sealed, write_item, Encode, Encoded, Framing, Record, ZERO_COPY_BYTES};
 use crate::BoxError;
 
 /// Raw text (`text/plain; charset=utf-8`): the pieces are written as they are, one after the
@@ -29,7 +29,7 @@ impl<T: Into<String>> Encode<T> for Text {
     type Unsent = String;
     type Kept = ();
 
-    fn encode(text: T) -> Result<(Record<Text>, ()), (String, BoxError)> {
+    fn encode(text: T) -> Encoded<Record<Text>, (), String> {
         Ok((Record::new(Bytes::from(text.into())), ()))
     }
 
@@ -54,7 +54,7 @@ impl Encode<Record<Text>> for Text {
     type Unsent = Record<Text>;
     type Kept = ();
 
-    fn encode(record: Record<Text>) -> Result<(Record<Text>, ()), (Record<Text>, BoxError)> {
+    fn encode(record: Record<Text>) -> Encoded<Record<Text>, (), Record<Text>> {
         Ok((record, ()))
     }
 
