@@ -189,7 +189,7 @@ impl<F: Framing> ChannelBuilder<F> {
                     fired: false,
                 })
             }),
-            error_framing: self.error_record.then_some(self.framing),
+            error_framing: self.error_record.then(|| Box::new(self.framing)),
             finished: false,
         };
         (Emitter { shared }, FramedBody::new(receiver))
@@ -462,8 +462,9 @@ pub struct Receiver<F: Framing = Sse> {
     taken: usize,
     /// Boxed: most channels have no timeout and should not pay for one.
     timeout: Option<Box<Timeout<F::Item>>>,
-    /// The framing that writes the error record, when the channel was asked for one.
-    error_framing: Option<F>,
+    /// The framing that writes the error record, when the channel was asked for one (boxed:
+    /// most channels never need it and should not pay for its room).
+    error_framing: Option<Box<F>>,
     finished: bool,
 }
 
