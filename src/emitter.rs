@@ -23,7 +23,7 @@ use std::{
 
 use futures::Stream;
 use tokio::{
-    sync::{Notify, Semaphore, TryAcquireError},
+    sync::{Notify, Semaphore, SemaphorePermit, TryAcquireError},
     time::{Instant, Sleep},
 };
 
@@ -313,7 +313,8 @@ pub type Unsent<F, T> = <F as Encode<T>>::Unsent;
 impl<F: Framing> Emitter<F> {
     /// Sends an item, waiting while the buffer is full: anything `Into<Event>` for SSE, any
     /// `serde::Serialize` value for the JSON framings, text for [`Text`](crate::framing::Text).
-    /// It is encoded into its wire bytes here, before it waits.
+    /// It is encoded into its wire bytes once there is room (so the wait holds the item as it
+    /// was given).
     ///
     /// Fails, handing the item back, once the stream takes no more items: completed, client
     /// gone, or timed out; or when the framing cannot encode it ([`SendErrorKind::Invalid`]).
@@ -322,19 +323,40 @@ impl<F: Framing> Emitter<F> {
     where
         F: Encode<T>,
     {
-        let (encoded, kept) = F::encode(item).map_err(SendError::invalid)?;
-        match self.shared.free_slots.acquire().await {
-            Ok(slot) => {
-                slot.forget();
-                self.shared.push(encoded).map_err(|(encoded, reason)| {
-                    SendError::closed(F::unsent(encoded, kept), reason)
-                })
+        let room = self
+            .shared
+            .free_slots
+            .acquire()
+            .await
+            .map(SemaphorePermit::forget);
+        self.push(item, room.is_ok())
+    }
+
+    /// Encodes the item and queues it in the slot just taken (`room`: the slot's permit was
+    /// forgotten, and the receiver gives it back), or hands it back with why not. A slot taken
+    /// for an item that cannot be encoded is given back at once.
+    fn push<T>(&self, item: T, room: bool) -> Result<(), SendError<Unsent<F, T>>>
+    where
+        F: Encode<T>,
+    {
+        let (encoded, kept) = match F::encode(item) {
+            Ok(encoded) => encoded,
+            Err(invalid) => {
+                if room {
+                    self.shared.free_slots.add_permits(1);
+                }
+                return Err(SendError::invalid(invalid));
             }
-            Err(_) => Err(SendError::closed(
+        };
+        if !room {
+            return Err(SendError::closed(
                 F::unsent(encoded, kept),
                 self.shared.refusal(),
-            )),
+            ));
         }
+        self.shared
+            .push(encoded)
+            .map_err(|(encoded, reason)| SendError::closed(F::unsent(encoded, kept), reason))
     }
 
     /// Sends an item if there is room now; otherwise hands it back at once.
@@ -371,23 +393,16 @@ impl<F: Framing> Emitter<F> {
     where
         F: Encode<T>,
     {
-        let (encoded, kept) = F::encode(item).map_err(SendError::invalid)?;
         match tokio::time::timeout(timeout, self.shared.free_slots.acquire()).await {
-            Ok(Ok(slot)) => {
-                slot.forget();
-                self.shared.push(encoded).map_err(|(encoded, reason)| {
-                    SendError::closed(F::unsent(encoded, kept), reason)
-                })
-            }
-            Ok(Err(_)) => Err(SendError::closed(
-                F::unsent(encoded, kept),
-                self.shared.refusal(),
-            )),
-            Err(_) => Err(SendError {
-                item: F::unsent(encoded, kept),
-                kind: SendErrorKind::Timeout,
-                cause: None,
-            }),
+            Ok(acquired) => self.push(item, acquired.map(SemaphorePermit::forget).is_ok()),
+            Err(_) => match F::encode(item) {
+                Ok((encoded, kept)) => Err(SendError {
+                    item: F::unsent(encoded, kept),
+                    kind: SendErrorKind::Timeout,
+                    cause: None,
+                }),
+                Err(invalid) => Err(SendError::invalid(invalid)),
+            },
         }
     }
 

@@ -126,18 +126,26 @@ async fn text_is_written_as_it_is_sent() {
 
 #[tokio::test]
 async fn a_value_serde_refuses_comes_back_and_the_stream_goes_on() {
-    let (emitter, mut body) = framed_channel(Ndjson, 4);
+    let (emitter, mut body) = framed_channel(Ndjson, 1);
     let mut bad = std::collections::BTreeMap::new();
     bad.insert((1, 2), "tuple keys are no JSON object keys");
-    let err = emitter.send(bad.clone()).await.unwrap_err();
-    assert_eq!(err.kind(), SendErrorKind::Invalid);
-    assert!(std::error::Error::source(&err).is_some());
-    assert_eq!(err.into_item(), bad);
+    for _ in 0..3 {
+        let err = emitter.send(bad.clone()).await.unwrap_err();
+        assert_eq!(err.kind(), SendErrorKind::Invalid);
+        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(err.into_item(), bad);
+        let err = emitter
+            .send_timeout(&bad, std::time::Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), SendErrorKind::Invalid);
+    }
     match emitter.try_send(&bad) {
         Err(TrySendError::Invalid(back, _)) => assert_eq!(back, &bad),
         other => panic!("{other:?}"),
     }
-    emitter.send(serde_json::json!({"ok": true})).await.unwrap();
+    // The one slot is still free: refused values took none.
+    emitter.try_send(serde_json::json!({"ok": true})).unwrap();
     emitter.complete();
     let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(&frame[..], b"{\"ok\":true}\n");
