@@ -22,7 +22,7 @@
 mod common;
 
 use axum::{
-    extract::{FromRequest, Request, State},
+    extract::{FromRequest, Path, Request, State},
     http::{HeaderMap, Method, Uri},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -49,6 +49,23 @@ async fn main() -> std::io::Result<()> {
             get(move |uri: Uri, headers: HeaderMap| {
                 std::future::ready(common::events::respond(&feed, uri.query(), &headers))
             }),
+        )
+        // Ollama's chat API (NDJSON), and the answer in the other framings.
+        .route(
+            "/api/chat",
+            post(|State(model): State<Model>, request: Request| async move {
+                common::ollama::chat(request, model).await.map(axum::body::Body::new)
+            }),
+        )
+        .route(
+            "/stream/{framing}",
+            post(
+                |State(model): State<Model>, Path(framing): Path<String>, request: Request| async move {
+                    common::streams::respond(request, &framing, model)
+                        .await
+                        .map(axum::body::Body::new)
+                },
+            ),
         )
         // Everything else: the page and the script it loads.
         .fallback(

@@ -134,6 +134,12 @@ async fn route(
         (_, "/gpt-stream") => ApiError::method_not_allowed()
             .into_http_response()
             .map(boxed),
+        // Ollama's chat API (NDJSON), and the answer in the other framings.
+        (&Method::POST, "/api/chat") => common::ollama::chat(request, model).await,
+        (&Method::POST, path) if path.starts_with("/stream/") => {
+            let framing = path["/stream/".len()..].to_owned();
+            common::streams::respond(request, &framing, model).await
+        }
         (method, path) => common::static_file(method, path).map(boxed),
     };
     Ok(response)

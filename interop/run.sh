@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The interop suite: the examples against clients we did not write,
-# @microsoft/fetch-event-source under Node and the example page in headless Chromium, and the
-# official OpenAI and Anthropic SDKs (npm and PyPI) on the /v1 routes.
+# @microsoft/fetch-event-source under Node and the example page in headless Chromium, the
+# official OpenAI and Anthropic SDKs (npm and PyPI) on the /v1 routes, and /api/chat and
+# /stream/... against the `ollama`, `ndjson` and `json-text-sequence` packages.
 #
 #   bash interop/run.sh
 #

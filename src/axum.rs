@@ -3,16 +3,18 @@
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 
-use crate::{BoxError, Event, SseBody};
+use crate::{framing::Encode, BoxError, FramedBody};
 
-impl<S, E> IntoResponse for SseBody<S>
+impl<F, S, T, E> IntoResponse for FramedBody<F, S>
 where
-    S: Stream<Item = Result<Event, E>> + Send + 'static,
+    F: Encode<T>,
+    S: Stream<Item = Result<T, E>> + Send + 'static,
     E: Into<BoxError>,
 {
-    /// A `200 OK` event-stream response, with the headers of [`crate::response`].
+    /// A `200 OK` streaming response with the framing's content type and the headers of
+    /// [`crate::framed_response`] (`text/event-stream` for an [`SseBody`](crate::SseBody)).
     fn into_response(self) -> Response {
-        crate::response(axum::body::Body::new(self))
+        crate::body::streaming_response(F::CONTENT_TYPE, axum::body::Body::new(self))
     }
 }
 

@@ -1,7 +1,12 @@
-//! [`SseBody`]: an `http_body::Body` over any stream of events, and [`response`] to send it.
+//! [`FramedBody`]: an `http_body::Body` over any stream of items in one of the
+//! [framings](crate::framing), and [`response`] / [`framed_response`] to send it.
+//!
+//! One body serves every framing: it encodes each item with its framing, coalesces ready items
+//! into one frame, and hands large ones over without a copy.
 
 use std::{
     fmt,
+    marker::PhantomData,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -12,29 +17,38 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::{BoxError, Event};
+use crate::{
+    framing::{Encode, Framing, Sse},
+    BoxError,
+};
 
-/// How many bytes of ready events go into one frame unless [`SseBody::max_frame_bytes`] says
+/// How many bytes of ready items go into one frame unless [`FramedBody::max_frame_bytes`] says
 /// otherwise.
 const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 
-/// The room a new frame buffer starts with, so that a burst of small events fills it without
-/// growing it step by step.
-const FIRST_FRAME_BYTES: usize = 4 * 1024;
-
-/// Events at least this long are handed to the connection as their own frame, without a copy.
-const ZERO_COPY_BYTES: usize = 4 * 1024;
+/// The body of a Server-Sent Events response: a [`FramedBody`] in the [`Sse`] framing.
+///
+/// It writes events only: keep-alives, the streaming headers, time limits and graceful
+/// shutdown come from [`SseLayer`](crate::SseLayer) around the service, not from the body.
+pub type SseBody<S> = FramedBody<Sse, S>;
 
 pin_project! {
-    /// A streaming response body that writes each event of a stream in its exact wire form.
+    /// A streaming response body that writes each item of a stream in its exact wire form, in
+    /// the framing `F`: [`SseBody`] for Server-Sent Events, `FramedBody<Ndjson, _>` for NDJSON
+    /// and so on (see [`framing`](crate::framing)).
     ///
-    /// While the stream has more events ready, they are coalesced into one frame (up to
-    /// [`max_frame_bytes`](SseBody::max_frame_bytes)), so a fast producer costs far less than a
-    /// write per event; as soon as the stream is pending, what is buffered goes out, so latency
-    /// is never traded for throughput. Large events go out as their own frame without a copy.
+    /// While the stream has more items ready, they are coalesced into one frame (up to
+    /// [`max_frame_bytes`](FramedBody::max_frame_bytes)), so a fast producer costs far less
+    /// than a write per item; as soon as the stream is pending, what is buffered goes out, so
+    /// latency is never traded for throughput. Large items go out as their own frame without a
+    /// copy.
     ///
-    /// An error from the stream ends the body with that error, after the events before it
-    /// were handed over: the client sees an aborted response, not a clean end.
+    /// An error from the stream (or an item its framing cannot encode) ends the body with that
+    /// error, after the items before it were handed over: the client sees an aborted response,
+    /// not a clean end.
+    ///
+    /// The body writes items only: keep-alives, the streaming headers, time limits and graceful
+    /// shutdown come from [`SseLayer`](crate::SseLayer) around the service.
     ///
     /// ```
     /// use futures::stream;
@@ -44,24 +58,25 @@ pin_project! {
     /// let response = tower_sse::response(SseBody::new(events));
     /// assert_eq!(response.headers()["content-type"], "text/event-stream");
     /// ```
-    pub struct SseBody<S> {
+    pub struct FramedBody<F, S> {
         #[pin]
         stream: S,
-        // Ready events waiting to be handed over as one frame.
+        // Ready items waiting to be handed over as one frame.
         frame: BytesMut,
         max_frame_bytes: usize,
-        // A large event that arrived while `frame` held others: it goes out next, on its own.
+        // A large item that arrived while `frame` held others: it goes out next, on its own.
         held: Option<Bytes>,
         state: State,
+        framing: PhantomData<fn() -> F>,
     }
 }
 
 /// Where the body is in its life.
 enum State {
-    /// Pulling events from the stream.
+    /// Pulling items from the stream.
     Streaming,
-    /// The stream failed after events were handed over in the same poll. The error waits one
-    /// poll, so the connection writes those events before it aborts.
+    /// The stream failed after items were handed over in the same poll. The error waits one
+    /// poll, so the connection writes those items before it aborts.
     ErrorAfterData(BoxError),
     /// The error is next.
     Error(BoxError),
@@ -69,36 +84,40 @@ enum State {
     Done,
 }
 
-impl<S, E> SseBody<S>
+impl<F, S, T, E> FramedBody<F, S>
 where
-    S: Stream<Item = Result<Event, E>>,
+    F: Encode<T>,
+    S: Stream<Item = Result<T, E>>,
     E: Into<BoxError>,
 {
-    /// A body that writes the events of `stream`.
+    /// A body that writes the items of `stream`: events for [`SseBody`], serde values for the
+    /// JSON framings, text for [`Text`](crate::framing::Text).
     ///
     /// The stream must be `Send` for the body to be sent to a server, but need not be `Sync`.
     pub fn new(stream: S) -> Self {
-        SseBody {
+        FramedBody {
             stream,
             frame: BytesMut::new(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             held: None,
             state: State::Streaming,
+            framing: PhantomData,
         }
     }
 
-    /// Sets how many bytes of ready events may be coalesced into one frame (default 64 KiB).
+    /// Sets how many bytes of ready items may be coalesced into one frame (default 64 KiB).
     ///
-    /// An event is never split: one larger than this goes out as a frame of its own.
+    /// An item is never split: one larger than this goes out as a frame of its own.
     pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
         self.max_frame_bytes = bytes.max(1);
         self
     }
 }
 
-impl<S, E> http_body::Body for SseBody<S>
+impl<F, S, T, E> http_body::Body for FramedBody<F, S>
 where
-    S: Stream<Item = Result<Event, E>>,
+    F: Encode<T>,
+    S: Stream<Item = Result<T, E>>,
     E: Into<BoxError>,
 {
     type Data = Bytes;
@@ -124,19 +143,24 @@ where
         }
         while this.frame.len() < *this.max_frame_bytes {
             match this.stream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(event))) => {
-                    if event.encoded_len() < ZERO_COPY_BYTES {
-                        if this.frame.capacity() == 0 {
-                            this.frame.reserve(FIRST_FRAME_BYTES);
-                        }
-                        event.write_to(this.frame);
-                    } else if this.frame.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(event.into_bytes()))));
-                    } else {
-                        *this.held = Some(event.into_bytes());
+                Poll::Ready(Some(Ok(item))) => match F::write(item, this.frame) {
+                    Ok(None) => {}
+                    Ok(Some(bytes)) if this.frame.is_empty() => {
+                        return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    }
+                    Ok(Some(bytes)) => {
+                        *this.held = Some(bytes);
                         break;
                     }
-                }
+                    Err(err) => {
+                        if this.frame.is_empty() {
+                            *this.state = State::Done;
+                            return Poll::Ready(Some(Err(err)));
+                        }
+                        *this.state = State::ErrorAfterData(err);
+                        break;
+                    }
+                },
                 Poll::Ready(Some(Err(err))) => {
                     let err = err.into();
                     if this.frame.is_empty() {
@@ -177,9 +201,9 @@ where
     }
 }
 
-impl<S> fmt::Debug for SseBody<S> {
+impl<F, S> fmt::Debug for FramedBody<F, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SseBody")
+        f.debug_struct("FramedBody")
             .field("buffered", &self.frame.len())
             .field("max_frame_bytes", &self.max_frame_bytes)
             .finish_non_exhaustive()
@@ -190,12 +214,29 @@ impl<S> fmt::Debug for SseBody<S> {
 /// `content-type: text/event-stream`, `cache-control: no-cache` (never serve a stale stream)
 /// and `x-accel-buffering: no` (proxies such as nginx must not buffer it).
 pub fn response<B>(body: B) -> Response<B> {
+    streaming_response(Sse::CONTENT_TYPE, body)
+}
+
+/// Wraps a body of any framing in a `200 OK` response with its content type (such as
+/// `application/x-ndjson`), `cache-control: no-cache` and `x-accel-buffering: no`.
+///
+/// ```
+/// use futures::stream;
+/// use tower_sse::{framing::Ndjson, FramedBody};
+///
+/// let values = stream::iter([1, 2, 3].map(Ok::<_, std::convert::Infallible>));
+/// let response = tower_sse::framed_response(FramedBody::<Ndjson, _>::new(values));
+/// assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+/// ```
+pub fn framed_response<F: Framing, S>(body: FramedBody<F, S>) -> Response<FramedBody<F, S>> {
+    streaming_response(F::CONTENT_TYPE, body)
+}
+
+/// A `200 OK` streaming response with this content type and the anti-buffering headers.
+pub(crate) fn streaming_response<B>(content_type: &'static str, body: B) -> Response<B> {
     // Sized for exactly these headers: an idle stream keeps them for as long as it is open.
     let mut headers = HeaderMap::with_capacity(3);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(
         HeaderName::from_static("x-accel-buffering"),

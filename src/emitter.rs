@@ -1,10 +1,12 @@
-//! [`channel`]: a bounded event channel whose sending half, [`SseEmitter`], works like Spring's
-//! `SseEmitter` and whose receiving half is a ready-made response body.
+//! [`channel`]: a bounded channel whose sending half, [`Emitter`] ([`SseEmitter`] for
+//! Server-Sent Events), works like Spring's `ResponseBodyEmitter` and whose receiving half is a
+//! ready-made response body.
 //!
-//! Producers `send` events (waiting while the buffer is full), then `complete()` or
+//! Producers `send` items (waiting while the buffer is full), then `complete()` or
 //! `complete_with_error(..)`. The body writes what was sent, in order, and ends the response
 //! accordingly. When the stream is over for any reason, the client going away included,
-//! [`SseEmitter::closed`] resolves so producers stop working for nobody.
+//! [`Emitter::closed`] resolves so producers stop working for nobody. One channel serves every
+//! [framing](crate::framing): each item is encoded into its wire bytes when it is sent.
 
 use std::{
     collections::VecDeque,
@@ -21,17 +23,30 @@ use std::{
 
 use futures::Stream;
 use tokio::{
-    sync::{Notify, Semaphore, TryAcquireError},
+    sync::{Notify, Semaphore, SemaphorePermit, TryAcquireError},
     time::{Instant, Sleep},
 };
 
-use crate::{BoxError, CloseReason, Event, SseBody};
+use crate::{
+    framing::{Encode, Framing, Sse},
+    BoxError, CloseReason, Event, EventError, FramedBody, SseBody,
+};
+
+/// The sending half of a Server-Sent Events [`channel`].
+pub type SseEmitter = Emitter<Sse>;
+
+/// The receiving half of a Server-Sent Events [`channel`], inside its [`SseBody`].
+pub type EventReceiver = Receiver<Sse>;
 
 /// A bounded channel of events: the [`SseEmitter`] to send them and the [`SseBody`] that writes
 /// them to the client.
 ///
 /// `capacity` is how many events may wait in the buffer (at least 1); `send` waits while it is
 /// full, so a client that reads slowly slows the producer instead of growing memory.
+///
+/// The body writes events only: **keep-alives, the streaming headers, time limits and graceful
+/// shutdown come from [`SseLayer`](crate::SseLayer)** around the service. Other framings
+/// (NDJSON, JSON Lines, JSON text sequences, text) have [`framed_channel`].
 ///
 /// ```
 /// # async fn handler() -> http::Response<tower_sse::SseBody<tower_sse::EventReceiver>> {
@@ -51,52 +66,106 @@ pub fn channel(capacity: usize) -> (SseEmitter, SseBody<EventReceiver>) {
     ChannelBuilder::new(capacity).build()
 }
 
-/// Builds a [`channel`] with options: an overall timeout, and how errors are reported.
-#[derive(Debug, Clone)]
-pub struct ChannelBuilder {
-    capacity: usize,
-    timeout: Option<Duration>,
-    timeout_event: Option<Event>,
-    error_event: bool,
+/// A bounded channel in any [framing](crate::framing): the [`Emitter`] encodes each item as it
+/// is sent, the body writes them. Like [`channel`], with the same backpressure, endings and
+/// close reasons; keep-alives (SSE only), headers, time limits and shutdown come from
+/// [`SseLayer`](crate::SseLayer).
+///
+/// ```
+/// # #[cfg(feature = "json")]
+/// # async fn handler() {
+/// use tower_sse::framing::Ndjson;
+///
+/// let (emitter, body) = tower_sse::framed_channel(Ndjson, 16);
+/// tokio::spawn(async move {
+///     for n in 0..3 {
+///         if emitter.send(serde_json::json!({ "n": n })).await.is_err() {
+///             return; // the client is gone
+///         }
+///     }
+///     emitter.complete();
+/// });
+/// let response = tower_sse::framed_response(body); // content-type: application/x-ndjson
+/// # drop(response);
+/// # }
+/// ```
+pub fn framed_channel<F>(framing: F, capacity: usize) -> (Emitter<F>, FramedBody<F, Receiver<F>>)
+where
+    F: Framing + Encode<<F as Framing>::Item>,
+{
+    ChannelBuilder::framed(framing, capacity).build()
 }
 
-impl ChannelBuilder {
-    /// A builder for a channel that buffers up to `capacity` events (at least 1).
+/// Builds a [`channel`] with options: an overall timeout, and how errors are reported.
+#[derive(Debug, Clone)]
+pub struct ChannelBuilder<F: Framing = Sse> {
+    capacity: usize,
+    timeout: Option<Duration>,
+    timeout_item: Option<F::Item>,
+    error_record: bool,
+    framing: F,
+}
+
+impl ChannelBuilder<Sse> {
+    /// A builder for an SSE channel that buffers up to `capacity` events (at least 1).
     pub fn new(capacity: usize) -> Self {
+        ChannelBuilder::framed(Sse::default(), capacity)
+    }
+
+    /// An event written last when the [`timeout`](ChannelBuilder::timeout) ends the stream,
+    /// for instance one telling the client why.
+    pub fn timeout_event(mut self, event: Event) -> Self {
+        self.timeout_item = Some(event);
+        self
+    }
+
+    /// Names the event that [`error_event`](ChannelBuilder::error_event) writes (default
+    /// `stream-error`; see [`Sse::error_event_name`]).
+    pub fn error_event_name(mut self, name: impl AsRef<str>) -> Result<Self, EventError> {
+        self.framing = self.framing.error_event_name(name)?;
+        Ok(self)
+    }
+}
+
+impl<F: Framing> ChannelBuilder<F> {
+    /// A builder for a channel in this framing that buffers up to `capacity` items (at
+    /// least 1).
+    pub fn framed(framing: F, capacity: usize) -> Self {
         ChannelBuilder {
             capacity: capacity.clamp(1, Semaphore::MAX_PERMITS),
             timeout: None,
-            timeout_event: None,
-            error_event: false,
+            timeout_item: None,
+            error_record: false,
+            framing,
         }
     }
 
     /// Ends the stream cleanly once `timeout` has passed since the channel was built, like
-    /// `new SseEmitter(timeout)` in Spring. Events already sent are still written; later sends
+    /// `new SseEmitter(timeout)` in Spring. Items already sent are still written; later sends
     /// fail with [`CloseReason::TimedOut`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
-    /// An event written last when the [`timeout`](ChannelBuilder::timeout) ends the stream,
-    /// for instance one telling the client why.
-    pub fn timeout_event(mut self, event: Event) -> Self {
-        self.timeout_event = Some(event);
-        self
-    }
-
-    /// Makes [`SseEmitter::complete_with_error`] write a final `event: error` whose data is the
-    /// error's message, then end the response cleanly, instead of aborting the response.
+    /// Makes [`Emitter::complete_with_error`] write the framing's error record, then end the
+    /// response cleanly, instead of aborting the response: for SSE an event named
+    /// `stream-error` (see [`error_event_name`](ChannelBuilder::error_event_name)) whose data
+    /// is the error's message; for NDJSON, JSON Lines and JSON text sequences the object
+    /// `{"error": "<message>"}`, as Ollama does. [`Text`](crate::framing::Text) has no error
+    /// record: its responses are aborted all the same.
     ///
     /// For clients that read the stream but cannot see transport errors.
     pub fn error_event(mut self, enabled: bool) -> Self {
-        self.error_event = enabled;
+        self.error_record = enabled;
         self
     }
 
     /// Creates the channel.
-    pub fn build(self) -> (SseEmitter, SseBody<EventReceiver>) {
+    pub fn build(self) -> (Emitter<F>, FramedBody<F, Receiver<F>>)
+    where
+        F: Encode<<F as Framing>::Item>,
+    {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -108,39 +177,39 @@ impl ChannelBuilder {
             closed: Notify::new(),
             emitters: AtomicUsize::new(1),
         });
-        let receiver = EventReceiver {
+        let receiver = Receiver {
             shared: Arc::clone(&shared),
             batch: VecDeque::new(),
             taken: 0,
             timeout: self.timeout.map(|timeout| {
                 Box::new(Timeout {
-                    at: Instant::now() + timeout,
+                    at: Instant::now().checked_add(timeout),
                     sleep: None,
-                    event: self.timeout_event,
+                    item: self.timeout_item,
                     fired: false,
                 })
             }),
-            error_event: self.error_event,
+            error_framing: self.error_record.then(|| Box::new(self.framing)),
             finished: false,
         };
-        (SseEmitter { shared }, SseBody::new(receiver))
+        (Emitter { shared }, FramedBody::new(receiver))
     }
 }
 
 /// What both halves of a channel share.
-struct Shared {
-    state: Mutex<State>,
+struct Shared<I> {
+    state: Mutex<State<I>>,
     /// One permit per free place in the buffer; closed once the stream takes no more events.
     free_slots: Semaphore,
     /// Woken when the stream is over.
     closed: Notify,
-    /// Live [`SseEmitter`] clones: when the last one goes, the stream ends cleanly.
+    /// Live [`Emitter`] clones: when the last one goes, the stream ends cleanly.
     emitters: AtomicUsize,
 }
 
-struct State {
-    /// Events sent and not yet taken by the receiver.
-    queue: VecDeque<Event>,
+struct State<I> {
+    /// Items sent and not yet taken by the receiver.
+    queue: VecDeque<I>,
     /// The receiver, waiting for an event or an ending.
     receiver: Option<Waker>,
     /// How the producer asked the stream to end, once it did.
@@ -156,8 +225,8 @@ enum Ending {
     TimedOut,
 }
 
-impl State {
-    /// Why a new event is refused, if it is.
+impl<I> State<I> {
+    /// Why a new item is refused, if it is.
     fn refusal(&self) -> Option<CloseReason> {
         self.closed.or(match self.ending {
             None => None,
@@ -168,8 +237,8 @@ impl State {
     }
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<I> Shared<I> {
+    fn lock(&self) -> MutexGuard<'_, State<I>> {
         // A panic elsewhere while holding the lock leaves the state consistent: every update
         // is a single assignment or queue operation.
         self.state
@@ -206,13 +275,13 @@ impl Shared {
         self.closed.notify_waiters();
     }
 
-    /// Queues an event that holds a free slot.
-    fn push(&self, event: Event) -> Result<(), (Event, CloseReason)> {
+    /// Queues an item that holds a free slot.
+    fn push(&self, item: I) -> Result<(), (I, CloseReason)> {
         let mut state = self.lock();
         if let Some(reason) = state.refusal() {
-            return Err((event, reason));
+            return Err((item, reason));
         }
-        state.queue.push_back(event);
+        state.queue.push_back(item);
         let receiver = state.receiver.take();
         drop(state);
         if let Some(waker) = receiver {
@@ -227,64 +296,113 @@ impl Shared {
     }
 }
 
-/// The sending half of a [`channel`]: Spring's `SseEmitter`, with backpressure.
+/// The sending half of a channel: Spring's `ResponseBodyEmitter`, with backpressure.
+/// [`SseEmitter`] is the Server-Sent Events case; [`framed_channel`] makes the others.
 ///
-/// Cheap to clone; clones feed the same stream, each event written whole, never interleaved.
-/// Every failed send hands the event back with the reason. When the last clone is dropped
-/// without [`complete`](SseEmitter::complete), the stream ends cleanly all the same.
-pub struct SseEmitter {
-    shared: Arc<Shared>,
+/// Cheap to clone; clones feed the same stream, each item written whole, never interleaved.
+/// Every failed send hands the item back with the reason. When the last clone is dropped
+/// without [`complete`](Emitter::complete), the stream ends cleanly all the same.
+pub struct Emitter<F: Framing = Sse> {
+    shared: Arc<Shared<F::Item>>,
 }
 
-impl SseEmitter {
-    /// Sends an event, waiting while the buffer is full.
+/// What a failed send of `T` hands back: the [`Event`] for SSE, the value for the JSON
+/// framings, the `String` for text.
+pub type Unsent<F, T> = <F as Encode<T>>::Unsent;
+
+impl<F: Framing> Emitter<F> {
+    /// Sends an item, waiting while the buffer is full: anything `Into<Event>` for SSE, any
+    /// `serde::Serialize` value for the JSON framings, text for [`Text`](crate::framing::Text).
+    /// It is encoded into its wire bytes once there is room (so the wait holds the item as it
+    /// was given).
     ///
-    /// Fails, handing the event back, once the stream takes no more events: completed, client
-    /// gone, or timed out. Dropping the future before it finishes drops the event unsent.
-    pub async fn send(&self, event: impl Into<Event>) -> Result<(), SendError> {
-        let event = event.into();
-        match self.shared.free_slots.acquire().await {
-            Ok(slot) => {
-                slot.forget();
-                self.shared.push(event).map_err(SendError::closed)
-            }
-            Err(_) => Err(SendError::closed((event, self.shared.refusal()))),
-        }
+    /// Fails, handing the item back, once the stream takes no more items: completed, client
+    /// gone, or timed out; or when the framing cannot encode it ([`SendErrorKind::Invalid`]).
+    /// Dropping the future before it finishes drops the item unsent.
+    pub async fn send<T>(&self, item: T) -> Result<(), SendError<Unsent<F, T>>>
+    where
+        F: Encode<T>,
+    {
+        let room = self
+            .shared
+            .free_slots
+            .acquire()
+            .await
+            .map(SemaphorePermit::forget);
+        self.push(item, room.is_ok())
     }
 
-    /// Sends an event if there is room now; otherwise hands it back at once.
-    pub fn try_send(&self, event: impl Into<Event>) -> Result<(), TrySendError> {
-        let event = event.into();
+    /// Encodes the item and queues it in the slot just taken (`room`: the slot's permit was
+    /// forgotten, and the receiver gives it back), or hands it back with why not. A slot taken
+    /// for an item that cannot be encoded is given back at once.
+    fn push<T>(&self, item: T, room: bool) -> Result<(), SendError<Unsent<F, T>>>
+    where
+        F: Encode<T>,
+    {
+        let (encoded, kept) = match F::encode(item) {
+            Ok(encoded) => encoded,
+            Err(invalid) => {
+                if room {
+                    self.shared.free_slots.add_permits(1);
+                }
+                return Err(SendError::invalid(invalid));
+            }
+        };
+        if !room {
+            return Err(SendError::closed(
+                F::unsent(encoded, kept),
+                self.shared.refusal(),
+            ));
+        }
+        self.shared
+            .push(encoded)
+            .map_err(|(encoded, reason)| SendError::closed(F::unsent(encoded, kept), reason))
+    }
+
+    /// Sends an item if there is room now; otherwise hands it back at once.
+    pub fn try_send<T>(&self, item: T) -> Result<(), TrySendError<Unsent<F, T>>>
+    where
+        F: Encode<T>,
+    {
+        let (encoded, kept) = match F::encode(item) {
+            Ok(encoded) => encoded,
+            Err((item, error)) => return Err(TrySendError::Invalid(item, error)),
+        };
         match self.shared.free_slots.try_acquire() {
             Ok(slot) => {
                 slot.forget();
-                self.shared
-                    .push(event)
-                    .map_err(|(event, reason)| TrySendError::Closed(event, reason))
+                self.shared.push(encoded).map_err(|(encoded, reason)| {
+                    TrySendError::Closed(F::unsent(encoded, kept), reason)
+                })
             }
-            Err(TryAcquireError::NoPermits) => Err(TrySendError::Full(event)),
-            Err(TryAcquireError::Closed) => Err(TrySendError::Closed(event, self.shared.refusal())),
+            Err(TryAcquireError::NoPermits) => Err(TrySendError::Full(F::unsent(encoded, kept))),
+            Err(TryAcquireError::Closed) => Err(TrySendError::Closed(
+                F::unsent(encoded, kept),
+                self.shared.refusal(),
+            )),
         }
     }
 
-    /// Sends an event, waiting at most `timeout` for room: gives up on a client that does not
+    /// Sends an item, waiting at most `timeout` for room: gives up on a client that does not
     /// drain its stream in time ([`SendErrorKind::Timeout`]).
-    pub async fn send_timeout(
+    pub async fn send_timeout<T>(
         &self,
-        event: impl Into<Event>,
+        item: T,
         timeout: Duration,
-    ) -> Result<(), SendError> {
-        let event = event.into();
+    ) -> Result<(), SendError<Unsent<F, T>>>
+    where
+        F: Encode<T>,
+    {
         match tokio::time::timeout(timeout, self.shared.free_slots.acquire()).await {
-            Ok(Ok(slot)) => {
-                slot.forget();
-                self.shared.push(event).map_err(SendError::closed)
-            }
-            Ok(Err(_)) => Err(SendError::closed((event, self.shared.refusal()))),
-            Err(_) => Err(SendError {
-                event,
-                kind: SendErrorKind::Timeout,
-            }),
+            Ok(acquired) => self.push(item, acquired.map(SemaphorePermit::forget).is_ok()),
+            Err(_) => match F::encode(item) {
+                Ok((encoded, kept)) => Err(SendError {
+                    item: F::unsent(encoded, kept),
+                    kind: SendErrorKind::Timeout,
+                    cause: None,
+                }),
+                Err(invalid) => Err(SendError::invalid(invalid)),
+            },
         }
     }
 
@@ -296,7 +414,9 @@ impl SseEmitter {
 
     /// Ends the stream with an error once everything already sent is written: the response is
     /// aborted (HTTP/1.1: closed without its last chunk; HTTP/2: reset), so the client can
-    /// tell it from a clean end. See [`ChannelBuilder::error_event`] for a gentler ending.
+    /// tell it from a clean end. With [`ChannelBuilder::error_event`], the framing's error
+    /// record is written last instead and the response ends cleanly. Either way nothing is
+    /// written after it, whatever other clones send meanwhile.
     pub fn complete_with_error(&self, error: impl Into<BoxError>) {
         self.shared.end(Ending::Error(Some(error.into())));
     }
@@ -315,22 +435,22 @@ impl SseEmitter {
         }
     }
 
-    /// Whether the stream is over (see [`closed`](SseEmitter::closed)).
+    /// Whether the stream is over (see [`closed`](Emitter::closed)).
     pub fn is_closed(&self) -> bool {
         self.shared.lock().closed.is_some()
     }
 }
 
-impl Clone for SseEmitter {
+impl<F: Framing> Clone for Emitter<F> {
     fn clone(&self) -> Self {
         self.shared.emitters.fetch_add(1, Ordering::Relaxed);
-        SseEmitter {
+        Emitter {
             shared: Arc::clone(&self.shared),
         }
     }
 }
 
-impl Drop for SseEmitter {
+impl<F: Framing> Drop for Emitter<F> {
     fn drop(&mut self) {
         if self.shared.emitters.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.end(Ending::Complete);
@@ -338,45 +458,48 @@ impl Drop for SseEmitter {
     }
 }
 
-impl fmt::Debug for SseEmitter {
+impl<F: Framing> fmt::Debug for Emitter<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SseEmitter")
+        f.debug_struct("Emitter")
             .field("closed", &self.shared.lock().closed)
             .finish_non_exhaustive()
     }
 }
 
-/// The receiving half of a [`channel`]: the stream of events inside its [`SseBody`].
-pub struct EventReceiver {
-    shared: Arc<Shared>,
-    /// Events taken from the shared queue in one go, handed out one by one.
-    batch: VecDeque<Event>,
-    /// How many events of `batch` were taken: their slots are freed when it is empty again,
+/// The receiving half of a channel: the stream of encoded items inside its [`FramedBody`]
+/// ([`EventReceiver`] for SSE).
+pub struct Receiver<F: Framing = Sse> {
+    shared: Arc<Shared<F::Item>>,
+    /// Items taken from the shared queue in one go, handed out one by one.
+    batch: VecDeque<F::Item>,
+    /// How many items of `batch` were taken: their slots are freed when it is empty again,
     /// so the buffer never holds more than the channel's capacity.
     taken: usize,
     /// Boxed: most channels have no timeout and should not pay for one.
-    timeout: Option<Box<Timeout>>,
-    error_event: bool,
+    timeout: Option<Box<Timeout<F::Item>>>,
+    /// The framing that writes the error record, when the channel was asked for one (boxed:
+    /// most channels never need it and should not pay for its room).
+    error_framing: Option<Box<F>>,
     finished: bool,
 }
 
 /// The channel's overall timeout; the timer is made when the body is first polled, inside the
 /// runtime.
-struct Timeout {
-    at: Instant,
+struct Timeout<I> {
+    /// `None` for a timeout too far away to ever pass.
+    at: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
     /// Written last when the timeout ends the stream.
-    event: Option<Event>,
+    item: Option<I>,
     fired: bool,
 }
 
-impl Timeout {
+impl<I> Timeout<I> {
     /// Whether the timeout passed just now (it fires once).
     fn poll_fired(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.fired {
+        let Some(at) = self.at.filter(|_| !self.fired) else {
             return false;
-        }
-        let at = self.at;
+        };
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
@@ -385,21 +508,21 @@ impl Timeout {
     }
 }
 
-impl EventReceiver {
+impl<F: Framing> Receiver<F> {
     /// Ends the stream: `item` is the last thing it yields.
     fn finish(
         &mut self,
         reason: CloseReason,
-        item: Option<Result<Event, BoxError>>,
-    ) -> Poll<Option<Result<Event, BoxError>>> {
+        item: Option<Result<F::Item, BoxError>>,
+    ) -> Poll<Option<Result<F::Item, BoxError>>> {
         self.finished = true;
         self.shared.close(reason);
         Poll::Ready(item)
     }
 }
 
-impl Stream for EventReceiver {
-    type Item = Result<Event, BoxError>;
+impl<F: Framing> Stream for Receiver<F> {
+    type Item = Result<F::Item, BoxError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -438,21 +561,18 @@ impl Stream for EventReceiver {
                 let last = this
                     .timeout
                     .as_mut()
-                    .and_then(|timeout| timeout.event.take());
+                    .and_then(|timeout| timeout.item.take());
                 (CloseReason::TimedOut, last.map(Ok))
             }
             Ending::Error(error) => {
                 let error = error
                     .take()
                     .unwrap_or_else(|| "the stream ended with an error".into());
-                let last = if this.error_event {
-                    Ok(Event::new()
-                        .event("error")
-                        .expect("a constant event name has no line break")
-                        .data(error.to_string()))
-                } else {
-                    Err(error)
-                };
+                let record = this
+                    .error_framing
+                    .as_ref()
+                    .and_then(|framing| framing.error_item(&error.to_string()));
+                let last = record.ok_or(error);
                 (CloseReason::Error, Some(last))
             }
         };
@@ -461,121 +581,182 @@ impl Stream for EventReceiver {
     }
 }
 
-impl Drop for EventReceiver {
+impl<F: Framing> Drop for Receiver<F> {
     fn drop(&mut self) {
         // A no-op if the stream already ended: only a body dropped early is a disconnect.
         self.shared.close(CloseReason::Disconnected);
     }
 }
 
-impl fmt::Debug for EventReceiver {
+impl<F: Framing> fmt::Debug for Receiver<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventReceiver")
+        f.debug_struct("Receiver")
             .field("batched", &self.batch.len())
             .field("finished", &self.finished)
             .finish_non_exhaustive()
     }
 }
 
-/// Why [`SseEmitter::send`] or [`SseEmitter::send_timeout`] failed; holds the event, which was
-/// not sent.
-pub struct SendError {
-    event: Event,
+/// Why [`Emitter::send`] or [`Emitter::send_timeout`] failed; holds the item, which was not
+/// sent: the [`Event`] for SSE, the value for the JSON framings.
+pub struct SendError<T = Event> {
+    item: T,
     kind: SendErrorKind,
+    /// Why the framing could not encode the item, for [`SendErrorKind::Invalid`].
+    cause: Option<BoxError>,
 }
 
 /// The reason inside a [`SendError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendErrorKind {
-    /// The stream takes no more events, for this reason: [`CloseReason::Completed`] after
+    /// The stream takes no more items, for this reason: [`CloseReason::Completed`] after
     /// `complete`, [`CloseReason::Error`] after `complete_with_error`,
     /// [`CloseReason::Disconnected`] when the client went away, [`CloseReason::TimedOut`]
     /// after the channel's timeout.
     Closed(CloseReason),
-    /// [`send_timeout`](SseEmitter::send_timeout) waited its full time for room.
+    /// [`send_timeout`](Emitter::send_timeout) waited its full time for room.
     Timeout,
+    /// The framing could not encode the item (a value serde refuses to serialise, such as a
+    /// map with non-string keys); the error's `source` says why. Never for SSE.
+    Invalid,
 }
 
-impl SendError {
-    fn closed((event, reason): (Event, CloseReason)) -> Self {
+impl<T> SendError<T> {
+    fn closed(item: T, reason: CloseReason) -> Self {
         SendError {
-            event,
+            item,
             kind: SendErrorKind::Closed(reason),
+            cause: None,
         }
     }
 
-    /// Why the event was not sent.
+    fn invalid((item, cause): (T, BoxError)) -> Self {
+        SendError {
+            item,
+            kind: SendErrorKind::Invalid,
+            cause: Some(cause),
+        }
+    }
+
+    /// Why the item was not sent.
     pub fn kind(&self) -> SendErrorKind {
         self.kind
     }
 
+    /// The item that was not sent.
+    pub fn item(&self) -> &T {
+        &self.item
+    }
+
+    /// Takes back the item that was not sent.
+    pub fn into_item(self) -> T {
+        self.item
+    }
+}
+
+impl SendError<Event> {
     /// The event that was not sent.
     pub fn event(&self) -> &Event {
-        &self.event
+        &self.item
     }
 
     /// Takes back the event that was not sent.
     pub fn into_event(self) -> Event {
-        self.event
+        self.item
     }
 }
 
-impl fmt::Debug for SendError {
+impl<T> fmt::Debug for SendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SendError")
             .field("kind", &self.kind)
+            .field("cause", &self.cause)
             .finish_non_exhaustive()
     }
 }
 
-impl fmt::Display for SendError {
+impl<T> fmt::Display for SendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            SendErrorKind::Closed(reason) => write!(f, "event not sent: {reason}"),
-            SendErrorKind::Timeout => {
-                f.write_str("event not sent: the client did not make room in time")
+        match (self.kind, &self.cause) {
+            (SendErrorKind::Closed(reason), _) => write!(f, "not sent: {reason}"),
+            (SendErrorKind::Timeout, _) => {
+                f.write_str("not sent: the client did not make room in time")
+            }
+            (SendErrorKind::Invalid, Some(cause)) => {
+                write!(f, "not sent: the item could not be encoded: {cause}")
+            }
+            (SendErrorKind::Invalid, None) => {
+                f.write_str("not sent: the item could not be encoded")
             }
         }
     }
 }
 
-impl std::error::Error for SendError {}
-
-/// Why [`SseEmitter::try_send`] failed; holds the event, which was not sent.
-#[non_exhaustive]
-pub enum TrySendError {
-    /// The buffer is full: the client has not caught up yet.
-    Full(Event),
-    /// The stream takes no more events, for this reason.
-    Closed(Event, CloseReason),
+impl<T> std::error::Error for SendError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|cause| cause as &(dyn std::error::Error + 'static))
+    }
 }
 
-impl TrySendError {
-    /// Takes back the event that was not sent.
-    pub fn into_event(self) -> Event {
+/// Why [`Emitter::try_send`] failed; holds the item, which was not sent.
+#[non_exhaustive]
+pub enum TrySendError<T = Event> {
+    /// The buffer is full: the client has not caught up yet.
+    Full(T),
+    /// The stream takes no more items, for this reason.
+    Closed(T, CloseReason),
+    /// The framing could not encode the item, for this reason. Never for SSE.
+    Invalid(T, BoxError),
+}
+
+impl<T> TrySendError<T> {
+    /// Takes back the item that was not sent.
+    pub fn into_item(self) -> T {
         match self {
-            TrySendError::Full(event) | TrySendError::Closed(event, _) => event,
+            TrySendError::Full(item)
+            | TrySendError::Closed(item, _)
+            | TrySendError::Invalid(item, _) => item,
         }
     }
 }
 
-impl fmt::Debug for TrySendError {
+impl TrySendError<Event> {
+    /// Takes back the event that was not sent.
+    pub fn into_event(self) -> Event {
+        self.into_item()
+    }
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TrySendError::Full(_) => f.write_str("Full(..)"),
             TrySendError::Closed(_, reason) => write!(f, "Closed(.., {reason:?})"),
+            TrySendError::Invalid(_, cause) => write!(f, "Invalid(.., {cause:?})"),
         }
     }
 }
 
-impl fmt::Display for TrySendError {
+impl<T> fmt::Display for TrySendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TrySendError::Full(_) => f.write_str("event not sent: the buffer is full"),
-            TrySendError::Closed(_, reason) => write!(f, "event not sent: {reason}"),
+            TrySendError::Full(_) => f.write_str("not sent: the buffer is full"),
+            TrySendError::Closed(_, reason) => write!(f, "not sent: {reason}"),
+            TrySendError::Invalid(_, cause) => {
+                write!(f, "not sent: the item could not be encoded: {cause}")
+            }
         }
     }
 }
 
-impl std::error::Error for TrySendError {}
+impl<T> std::error::Error for TrySendError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TrySendError::Invalid(_, cause) => Some(&**cause),
+            _ => None,
+        }
+    }
+}

@@ -73,6 +73,9 @@
 //!   events, SSE headers, a time limit, graceful shutdown, and an [`SseConnection`] in every
 //!   request that tells how and when its response ended. Its service, response future and
 //!   body live in [`layer`], as tower-http keeps them beside each middleware.
+//! * [`framing`]: the same channel, body and layer for NDJSON, JSON Lines, JSON text sequences
+//!   and raw text ([`framed_channel`], [`FramedBody`], [`framed_response`]), with the right
+//!   content type, no keep-alives inside them and an Ollama-style `{"error": ...}` record.
 //! * [`Parser`] decodes an event stream exactly as a browser's `EventSource` does, and
 //!   [`test`](mod@test) reads your handlers' responses with it in your own tests.
 //! * [`Hub`] broadcasts to many subscribers, each event encoded once, with bounded queues and
@@ -96,6 +99,7 @@ mod close;
 mod connection;
 mod emitter;
 mod event;
+pub mod framing;
 mod hub;
 pub mod layer;
 #[cfg(feature = "llm")]
@@ -104,11 +108,12 @@ mod parse;
 mod replay;
 pub mod test;
 
-pub use body::{response, SseBody};
+pub use body::{framed_response, response, FramedBody, SseBody};
 pub use close::CloseReason;
 pub use connection::{CloseInfo, SseConnection};
 pub use emitter::{
-    channel, ChannelBuilder, EventReceiver, SendError, SendErrorKind, SseEmitter, TrySendError,
+    channel, framed_channel, ChannelBuilder, Emitter, EventReceiver, Receiver, SendError,
+    SendErrorKind, SseEmitter, TrySendError, Unsent,
 };
 pub use event::{DataWriter, EncodedEvent, Event, EventError, EventField, EventId, EventName};
 pub use hub::{Hub, HubBuilder, LagPolicy, PublishError, Subscriber, Topic};

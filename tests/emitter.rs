@@ -275,10 +275,29 @@ async fn an_error_event_ends_cleanly_when_asked_for() {
     emitter.complete_with_error("upstream\nfailed");
     let received = read_body(response.into_body()).await;
     assert!(received.error.is_none(), "{:?}", received.error);
+    // Not `error`, which browsers deliver to the same listeners as a lost connection.
     assert_eq!(
         received.text(),
-        "data: partial\n\nevent: error\ndata: upstream\ndata: failed\n\n"
+        "data: partial\n\nevent: stream-error\ndata: upstream\ndata: failed\n\n"
     );
+}
+
+#[tokio::test]
+async fn the_error_event_has_the_name_it_is_given() {
+    assert!(ChannelBuilder::new(8)
+        .error_event_name("bad\nname")
+        .is_err());
+    let builder = ChannelBuilder::new(8)
+        .error_event(true)
+        .error_event_name("failure")
+        .unwrap();
+    let (addr, mut emitters) = serve_emitters(builder).await;
+    let (_client, response) = get(addr, Proto::Http2, "/").await;
+    let emitter = emitters.recv().await.unwrap();
+    emitter.complete_with_error("gone");
+    let received = read_body(response.into_body()).await;
+    assert!(received.error.is_none(), "{:?}", received.error);
+    assert_eq!(received.text(), "event: failure\ndata: gone\n\n");
 }
 
 #[tokio::test]

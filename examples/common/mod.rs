@@ -24,6 +24,8 @@ use tracing::info;
 pub mod events;
 pub mod llm;
 pub mod model;
+pub mod ollama;
+pub mod streams;
 pub mod upstream;
 
 pub use model::Model;
@@ -300,34 +302,7 @@ where
         ));
     }
 
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is over {MAX_BODY_BYTES} bytes"),
-        )
-    };
-    // Refuse a declared oversize body before reading any of it...
-    let declared = request.headers().get(header::CONTENT_LENGTH);
-    if declared
-        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|length| length > MAX_BODY_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    // ...and stop reading an undeclared (chunked) one as soon as it passes the limit.
-    let bytes = match Limited::new(request.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.is::<LengthLimitError>() => return Err(too_large()),
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "could not read the request body",
-            ))
-        }
-    };
+    let bytes = read_limited_body(request).await?;
 
     let mut json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|error| {
         ApiError::new(
@@ -345,6 +320,42 @@ where
         None => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "expected a JSON object with a `query` string: {\"query\": \"...\"}",
+        )),
+    }
+}
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`]: 413 for a larger one (refused before
+/// reading when it is declared, or as soon as it passes the limit when chunked), 400 when it
+/// cannot be read.
+pub async fn read_limited_body<B>(request: Request<B>) -> Result<Bytes, ApiError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    // Refuse a declared oversize body before reading any of it...
+    let declared = request.headers().get(header::CONTENT_LENGTH);
+    if declared
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|length| length > MAX_BODY_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    // ...and stop reading an undeclared (chunked) one as soon as it passes the limit.
+    match Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "could not read the request body",
         )),
     }
 }

@@ -6,7 +6,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::OnceLock,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Duration,
 };
@@ -16,8 +16,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
 
-use super::{scan::Scanner, track::Tracker, Signal};
-use crate::{BoxError, CloseReason};
+use super::{scan::Scanner, track::Tracker, Config, Signal};
+use crate::{framing::Streaming, BoxError, CloseReason};
 
 pin_project! {
     /// The response body of [`SseService`](super::SseService), around the inner service's body.
@@ -86,10 +86,21 @@ type FramePoll<D, E> = Poll<Option<Result<Frame<D>, E>>>;
 type PollFrame = FramePoll<Bytes, BoxError>;
 
 impl<B: Body> SseLayerBody<B> {
-    /// Wraps the body of a `text/event-stream` response.
-    pub(super) fn event_stream(inner: B, tracker: Tracker) -> Self {
+    /// Wraps the body of a streaming response: an event stream, or a stream of another framing,
+    /// into which nothing of the layer's own may go (no keep-alive, comment or final event).
+    pub(super) fn stream(inner: B, mut tracker: Tracker, streaming: Streaming) -> Self {
+        if streaming != Streaming::Events {
+            let mut config = Config::clone(&tracker.config);
+            config.keep_alive = None;
+            config.open_comment = None;
+            config.max_duration_event = None;
+            config.shutdown_event = None;
+            tracker.config = Arc::new(config);
+        }
         let shutdown = tracker.config.shutdown.clone();
-        Self::new(inner, Phase::Opening, shutdown, tracker)
+        let mut body = Self::new(inner, Phase::Opening, shutdown, tracker);
+        body.scanner = Scanner::for_stream(streaming);
+        body
     }
 
     /// Wraps the body of any other response.

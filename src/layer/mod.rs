@@ -45,6 +45,12 @@ type Signal = Shared<Pin<Box<dyn Future<Output = ()> + Send>>>;
 ///   time at an event boundary and after an optional final event, so clients reconnect cleanly
 ///   and servers stop without waiting on streams that never end.
 ///
+/// Streams of the other [framings](crate::framing) (`application/x-ndjson`,
+/// `application/jsonl`, `application/json-seq`, and `text/plain` without a known length) get
+/// the same headers, disconnect detection, time limit and graceful shutdown, each ending after
+/// the item in flight (a line, or for text any frame); nothing of the layer's own goes into
+/// them: no keep-alive, comment or final event.
+///
 /// Every other response passes through unchanged; its handle still reports how it ended.
 ///
 /// ```

@@ -1,38 +1,52 @@
 //! Event boundaries in a byte stream cut at arbitrary points, found without buffering.
 
-use memchr::memchr2_iter;
+use memchr::{memchr, memchr2_iter};
+
+use crate::framing::Streaming;
 
 /// Where an event stream stands after the bytes seen so far: how many line terminators ended
 /// it since the last other byte (CRLF counts once), and whether the last byte was a CR that an
 /// LF may still join.
 ///
 /// Two terminators in a row are a blank line: the end of an event. A fresh stream counts as
-/// ended, so leading blank lines are no events.
+/// ended, so leading blank lines are no events. The other framings have simpler items: a line
+/// (ended by LF) for the JSON framings, any frame for raw text.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Scanner {
     terminators: u8,
     pending_cr: bool,
+    streaming: Streaming,
 }
 
 impl Scanner {
-    /// A stream with nothing in it yet: at a boundary.
+    /// An event stream with nothing in it yet: at a boundary.
     pub(crate) fn new() -> Self {
+        Scanner::for_stream(Streaming::Events)
+    }
+
+    /// A stream of this kind with nothing in it yet: at a boundary.
+    pub(crate) fn for_stream(streaming: Streaming) -> Self {
         Scanner {
             terminators: 2,
             pending_cr: false,
+            streaming,
         }
     }
 
     /// Whether bytes of our own can go in now without landing inside an event: the stream
     /// ends an event and the next byte cannot be the LF of a CRLF.
     pub(crate) fn at_boundary(&self) -> bool {
-        self.terminators >= 2 && !self.pending_cr
+        self.can_end() && !self.pending_cr
     }
 
     /// Whether the stream can end here without cutting an event short (a trailing CR is a
     /// complete line end when nothing follows).
     pub(crate) fn can_end(&self) -> bool {
-        self.terminators >= 2
+        match self.streaming {
+            Streaming::Events => self.terminators >= 2,
+            Streaming::Lines => self.terminators >= 1,
+            Streaming::Chunks => true,
+        }
     }
 
     /// Feeds bytes and returns how many events they complete.
@@ -48,6 +62,20 @@ impl Scanner {
     /// Feeds bytes up to the first blank line that completes an event and returns the offset
     /// just after it, or feeds them all and returns `None` if none does.
     pub(crate) fn until_event_end(&mut self, bytes: &[u8]) -> Option<usize> {
+        match self.streaming {
+            Streaming::Events => {}
+            Streaming::Lines => {
+                let Some(at) = memchr(b'\n', bytes) else {
+                    if !bytes.is_empty() {
+                        self.content();
+                    }
+                    return None;
+                };
+                self.terminators = 1;
+                return Some(at + 1);
+            }
+            Streaming::Chunks => return (!bytes.is_empty()).then_some(bytes.len()),
+        }
         let mut next = 0;
         for at in memchr2_iter(b'\n', b'\r', bytes) {
             if at > next {
@@ -93,7 +121,7 @@ impl Scanner {
 
 #[cfg(test)]
 mod tests {
-    use super::Scanner;
+    use super::{Scanner, Streaming};
 
     fn fed(chunks: &[&[u8]]) -> (Scanner, u64) {
         let mut scanner = Scanner::new();
@@ -165,6 +193,29 @@ mod tests {
             assert!(!scanner.at_boundary(), "{stream:?}");
             assert!(!scanner.can_end(), "{stream:?}");
         }
+    }
+
+    #[test]
+    fn json_framings_end_items_at_each_line_feed() {
+        let mut scanner = Scanner::for_stream(Streaming::Lines);
+        assert!(scanner.at_boundary());
+        assert_eq!(scanner.scan(b"{\"a\":1}\n{\"b\""), 1);
+        assert!(!scanner.can_end());
+        assert_eq!(scanner.scan(b":2}"), 0);
+        assert!(!scanner.at_boundary());
+        assert_eq!(scanner.until_event_end(b"\n\x1e{}\n"), Some(1));
+        assert!(scanner.at_boundary());
+        assert_eq!(scanner.scan(b"\x1e{}\n\r"), 1);
+        assert!(!scanner.can_end(), "a CR is content in NDJSON");
+    }
+
+    #[test]
+    fn text_ends_at_any_frame() {
+        let mut scanner = Scanner::for_stream(Streaming::Chunks);
+        assert_eq!(scanner.scan(b"half a wor"), 1);
+        assert!(scanner.at_boundary() && scanner.can_end());
+        assert_eq!(scanner.until_event_end(b"d"), Some(1));
+        assert_eq!(scanner.until_event_end(b""), None);
     }
 
     #[test]

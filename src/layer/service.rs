@@ -120,11 +120,12 @@ where
             }
         };
         let (mut parts, body) = response.into_parts();
-        let body = if is_event_stream(&parts.headers) {
-            set_sse_headers(&mut parts.headers);
-            SseLayerBody::event_stream(body, tracker)
-        } else {
-            SseLayerBody::pass_through(body, tracker)
+        let body = match crate::framing::classify(&parts.headers, &body.size_hint()) {
+            Some(streaming) => {
+                set_sse_headers(&mut parts.headers);
+                SseLayerBody::stream(body, tracker, streaming)
+            }
+            None => SseLayerBody::pass_through(body, tracker),
         };
         Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
@@ -138,17 +139,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
-/// Whether the content type is `text/event-stream`, in any case, with or without parameters.
-fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers.get(header::CONTENT_TYPE).is_some_and(|value| {
-        let essence = value.as_bytes().split(|&b| b == b';').next().unwrap_or(&[]);
-        essence
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"text/event-stream")
-    })
-}
-
-/// Makes an event-stream response fit for streaming through caches and proxies; headers the
+/// Makes a streaming response fit for streaming through caches and proxies; headers the
 /// application set stay as they are. `Connection` is left to the server (and is forbidden in
 /// HTTP/2).
 fn set_sse_headers(headers: &mut HeaderMap) {
@@ -159,39 +150,4 @@ fn set_sse_headers(headers: &mut HeaderMap) {
     headers
         .entry(X_ACCEL_BUFFERING)
         .or_insert(HeaderValue::from_static("no"));
-}
-
-#[cfg(test)]
-mod tests {
-    use http::{header::CONTENT_TYPE, HeaderMap, HeaderValue};
-
-    use super::is_event_stream;
-
-    fn with_content_type(value: &'static str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(value));
-        headers
-    }
-
-    #[test]
-    fn recognises_event_streams() {
-        for value in [
-            "text/event-stream",
-            "Text/Event-Stream",
-            "text/event-stream; charset=utf-8",
-            " text/event-stream ;charset=UTF-8",
-        ] {
-            assert!(is_event_stream(&with_content_type(value)), "{value}");
-        }
-        for value in [
-            "text/plain",
-            "text/event-streams",
-            "text/event",
-            "",
-            ";text/event-stream",
-        ] {
-            assert!(!is_event_stream(&with_content_type(value)), "{value}");
-        }
-        assert!(!is_event_stream(&HeaderMap::new()));
-    }
 }
