@@ -13,7 +13,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, OnceLock,
     },
     task::{Context, Poll, Waker},
     time::Duration,
@@ -25,7 +25,7 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use crate::{BoxError, CloseReason, Event, SseBody};
+use crate::{BoxError, CloseReason, Event, SseBody, SseConnection};
 
 /// A bounded channel of events: the [`SseEmitter`] to send them and the [`SseBody`] that writes
 /// them to the client.
@@ -73,7 +73,7 @@ impl ChannelBuilder {
 
     /// Ends the stream cleanly once `timeout` has passed since the channel was built, like
     /// `new SseEmitter(timeout)` in Spring. Events already sent are still written; later sends
-    /// fail with [`CloseReason::TimedOut`].
+    /// fail with [`CloseReason::TimedOut`]. A timeout too long to represent never fires.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -96,7 +96,13 @@ impl ChannelBuilder {
     }
 
     /// Creates the channel.
+    ///
+    /// Built while [`SseLayer`](crate::SseLayer) runs a handler, the channel is linked to that
+    /// request's [`SseConnection`] (see [`SseConnection::link`]).
     pub fn build(self) -> (SseEmitter, SseBody<EventReceiver>) {
+        let deadline = self
+            .timeout
+            .and_then(|timeout| Instant::now().checked_add(timeout));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -107,14 +113,16 @@ impl ChannelBuilder {
             free_slots: Semaphore::new(self.capacity),
             closed: Notify::new(),
             emitters: AtomicUsize::new(1),
+            link: OnceLock::new(),
+            deadline,
         });
         let receiver = EventReceiver {
             shared: Arc::clone(&shared),
             batch: VecDeque::new(),
             taken: 0,
-            timeout: self.timeout.map(|timeout| {
+            timeout: deadline.map(|at| {
                 Box::new(Timeout {
-                    at: Instant::now() + timeout,
+                    at,
                     sleep: None,
                     event: self.timeout_event,
                     fired: false,
@@ -123,7 +131,11 @@ impl ChannelBuilder {
             error_event: self.error_event,
             finished: false,
         };
-        (SseEmitter { shared }, SseBody::new(receiver))
+        let emitter = SseEmitter { shared };
+        if let Some(connection) = SseConnection::current() {
+            connection.link(&emitter);
+        }
+        (emitter, SseBody::new(receiver))
     }
 }
 
@@ -136,6 +148,10 @@ struct Shared {
     closed: Notify,
     /// Live [`SseEmitter`] clones: when the last one goes, the stream ends cleanly.
     emitters: AtomicUsize,
+    /// The response this channel feeds, once linked: told how the channel ends.
+    link: OnceLock<SseConnection>,
+    /// When the channel's timeout fires, if it has one.
+    deadline: Option<Instant>,
 }
 
 struct State {
@@ -319,6 +335,26 @@ impl SseEmitter {
     pub fn is_closed(&self) -> bool {
         self.shared.lock().closed.is_some()
     }
+
+    /// Records the response this channel feeds (see [`SseConnection::link`]).
+    pub(crate) fn set_link(&self, connection: SseConnection) {
+        let _ = self.shared.link.set(connection);
+    }
+
+    /// When the channel's timeout fires, if it has one.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.shared.deadline
+    }
+
+    /// How the linked response ends the channel: no more events, with the response's reason.
+    pub(crate) fn closer(&self) -> impl Fn(CloseReason) + Send + Sync + 'static {
+        let shared = Arc::downgrade(&self.shared);
+        move |reason| {
+            if let Some(shared) = shared.upgrade() {
+                shared.close(reason);
+            }
+        }
+    }
 }
 
 impl Clone for SseEmitter {
@@ -393,6 +429,10 @@ impl EventReceiver {
         item: Option<Result<Event, BoxError>>,
     ) -> Poll<Option<Result<Event, BoxError>>> {
         self.finished = true;
+        let reason = match self.shared.link.get() {
+            Some(connection) => connection.decide(reason),
+            None => reason,
+        };
         self.shared.close(reason);
         Poll::Ready(item)
     }
@@ -422,6 +462,12 @@ impl Stream for EventReceiver {
             this.shared.end(Ending::TimedOut);
         }
         let mut state = this.shared.lock();
+        if state.closed.is_some() {
+            // Ended by the linked response, which writes nothing more of this channel.
+            drop(state);
+            this.finished = true;
+            return Poll::Ready(None);
+        }
         if !state.queue.is_empty() {
             std::mem::swap(&mut state.queue, &mut this.batch);
             drop(state);
@@ -491,7 +537,8 @@ pub enum SendErrorKind {
     /// The stream takes no more events, for this reason: [`CloseReason::Completed`] after
     /// `complete`, [`CloseReason::Error`] after `complete_with_error`,
     /// [`CloseReason::Disconnected`] when the client went away, [`CloseReason::TimedOut`]
-    /// after the channel's timeout.
+    /// after the channel's timeout; on a channel linked to its response, the reason the
+    /// layer reports ([`CloseReason::Shutdown`], [`CloseReason::Stalled`]...).
     Closed(CloseReason),
     /// [`send_timeout`](SseEmitter::send_timeout) waited its full time for room.
     Timeout,

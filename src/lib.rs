@@ -9,6 +9,8 @@
 //! * [`SseLayer`] serves event streams safely from any tower service: keep-alives between
 //!   events, SSE headers, a time limit, graceful shutdown, and an [`SseConnection`] in every
 //!   request that tells how and when its response ended.
+//! * [`StallGuard`] closes connections whose client stopped reading, and [`Shutdown`] stops a
+//!   server with a hard deadline: limits hold even against peers that never read.
 //! * [`Parser`] decodes an event stream exactly as a browser's `EventSource` does.
 //! * [`Hub`] broadcasts to many subscribers, each event encoded once, with bounded queues and
 //!   a [`LagPolicy`]; its topics keep a [`ReplayLog`] so a client that reconnects with a
@@ -24,6 +26,7 @@ mod close;
 mod connection;
 mod emitter;
 mod event;
+mod guard;
 mod hub;
 mod layer;
 mod parse;
@@ -36,6 +39,9 @@ pub use emitter::{
     channel, ChannelBuilder, EventReceiver, SendError, SendErrorKind, SseEmitter, TrySendError,
 };
 pub use event::{Event, EventError, EventField};
+#[cfg(feature = "axum")]
+pub use guard::GuardedListener;
+pub use guard::{ConnectionHandle, GuardedIo, Shutdown, StallGuard};
 pub use hub::{Hub, HubBuilder, LagPolicy, Subscriber, Topic};
 pub use layer::{ResponseFuture, SseLayer, SseLayerBody, SseService};
 pub use parse::{MessageEvent, ParseError, Parser};

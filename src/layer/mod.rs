@@ -25,6 +25,9 @@ use crate::{CloseInfo, Event};
 /// The default keep-alive interval.
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// How long a stream that must end may take to do so, by default.
+const DEFAULT_FINISH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The hook called once per request when its response is over.
 type OnClose = Arc<dyn Fn(CloseInfo) + Send + Sync>;
 
@@ -78,6 +81,7 @@ pub(crate) struct Config {
     max_duration_event: Option<Bytes>,
     shutdown: Option<Signal>,
     shutdown_event: Option<Bytes>,
+    finish_timeout: Duration,
     on_close: Option<OnClose>,
 }
 
@@ -94,6 +98,7 @@ impl SseLayer {
                 max_duration_event: None,
                 shutdown: None,
                 shutdown_event: None,
+                finish_timeout: DEFAULT_FINISH_TIMEOUT,
                 on_close: None,
             }),
         }
@@ -199,6 +204,21 @@ impl SseLayer {
         self.config().shutdown_event = Some(event.to_bytes());
         self
     }
+
+    /// How long a stream that must end (its `max_duration` passed, or the server is shutting
+    /// down) may take to get there; 5 s by default.
+    ///
+    /// * If the inner body stops in the middle of an event (a proxied upstream that stalls),
+    ///   the stream is aborted this long after the decision, since the event cannot be
+    ///   completed: HTTP/1.1 closes the connection, HTTP/2 resets the stream.
+    /// * If hyper stops polling the stream because the client stopped reading, the layer
+    ///   cannot act; on a connection guarded by a [`StallGuard`](crate::StallGuard) whose
+    ///   handle is in the request, the guard closes the connection once `max_duration` (or a
+    ///   linked channel's timeout) plus this grace has passed.
+    pub fn finish_timeout(mut self, grace: Duration) -> Self {
+        self.config().finish_timeout = grace;
+        self
+    }
 }
 
 impl Default for SseLayer {
@@ -233,6 +253,7 @@ impl fmt::Debug for Config {
             .field("max_duration_event", &self.max_duration_event)
             .field("graceful_shutdown", &self.shutdown.is_some())
             .field("shutdown_event", &self.shutdown_event)
+            .field("finish_timeout", &self.finish_timeout)
             .field("on_close", &self.on_close.is_some())
             .finish()
     }

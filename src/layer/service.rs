@@ -66,11 +66,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let (connection, tracker) = Tracker::start(self.config.clone());
+        let (connection, tracker) = Tracker::start(self.config.clone(), request.extensions());
         request.extensions_mut().insert(connection);
         ResponseFuture {
-            inner: self.inner.call(request),
             tracker: Some(tracker),
+            inner: self.inner.call(request),
         }
     }
 }
@@ -90,11 +90,15 @@ pin_project! {
     ///
     /// Dropped before it completes, it reports
     /// [`CloseReason::Disconnected`](crate::CloseReason::Disconnected); an error from the inner
-    /// service is reported as [`CloseReason::Error`](crate::CloseReason::Error).
+    /// service is reported as [`CloseReason::Error`](crate::CloseReason::Error). While it polls
+    /// the inner service, a [`channel`](crate::channel) built there links itself to the
+    /// request's [`SseConnection`](crate::SseConnection).
     pub struct ResponseFuture<F> {
+        // First, so that a future dropped early reports (and tells linked channels why)
+        // before the inner future and what it holds are dropped.
+        tracker: Option<Tracker>,
         #[pin]
         inner: F,
-        tracker: Option<Tracker>,
     }
 }
 
@@ -107,7 +111,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let Some(tracker) = this.tracker.as_ref() else {
+            panic!("ResponseFuture polled after completion");
+        };
+        let inner = this.inner;
+        let result = ready!(tracker.connection.scope(|| inner.poll(cx)));
         let mut tracker = this
             .tracker
             .take()
@@ -120,7 +128,11 @@ where
             }
         };
         let (mut parts, body) = response.into_parts();
-        let body = if is_event_stream(&parts.headers) {
+        let event_stream = is_event_stream(&parts.headers);
+        // Compressed bytes have no event boundaries to find: such a stream passes untouched.
+        let managed = event_stream && !parts.headers.contains_key(header::CONTENT_ENCODING);
+        tracker.responded(parts.status, managed);
+        let body = if managed {
             set_sse_headers(&mut parts.headers);
             SseLayerBody::event_stream(body, tracker)
         } else {
