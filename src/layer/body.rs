@@ -15,6 +15,7 @@ use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 
 use super::{scan::Scanner, track::Tracker, Signal};
 use crate::{BoxError, CloseReason};
@@ -149,21 +150,27 @@ fn coalesce(due: Instant, interval: Duration) -> Instant {
 }
 
 /// Checks the shutdown signal: a cheap look while the stream is busy, and when it is idle a
-/// poll that registers for a wake-up, made only when the task's waker is not the one the
-/// signal already holds (polling the shared signal takes a lock every stream shares). Forgets
-/// the signal once it fired.
+/// poll that registers for a wake-up. Polling the shared signal takes a lock that every
+/// stream shares, so with a token (whose state is one atomic load away) it is polled only
+/// when the task's waker is not the one it already holds. Forgets the signal once it fired.
 fn shutdown_fired(
     signal: &mut Option<Signal>,
     registered: &mut Option<Waker>,
+    token: Option<&CancellationToken>,
     cx: Option<&mut Context<'_>>,
 ) -> bool {
     let Some(shared) = signal else { return false };
-    let fired = match cx {
-        Some(cx) if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) => {
-            *registered = Some(cx.waker().clone());
-            Pin::new(shared).poll(cx).is_ready()
+    let fired = match (cx, token) {
+        (None, None) => shared.peek().is_some(),
+        (None, Some(token)) => token.is_cancelled(),
+        (Some(cx), None) => Pin::new(shared).poll(cx).is_ready(),
+        (Some(cx), Some(token)) => {
+            token.is_cancelled()
+                || (!registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && {
+                    *registered = Some(cx.waker().clone());
+                    Pin::new(shared).poll(cx).is_ready()
+                })
         }
-        _ => shared.peek().is_some(),
     };
     if fired {
         *signal = None;
@@ -203,7 +210,12 @@ where
                     }
                 }
                 Phase::Streaming => {
-                    if shutdown_fired(this.shutdown, this.shutdown_waker, None) {
+                    if shutdown_fired(
+                        this.shutdown,
+                        this.shutdown_waker,
+                        this.tracker.config.shutdown_token.as_ref(),
+                        None,
+                    ) {
                         begin_finish(
                             CloseReason::Shutdown,
                             this.phase,
@@ -220,7 +232,12 @@ where
                         let scanner = Some(&mut *this.scanner);
                         return forward(polled, &this.inner, this.phase, this.tracker, scanner);
                     }
-                    if shutdown_fired(this.shutdown, this.shutdown_waker, Some(cx)) {
+                    if shutdown_fired(
+                        this.shutdown,
+                        this.shutdown_waker,
+                        this.tracker.config.shutdown_token.as_ref(),
+                        Some(cx),
+                    ) {
                         begin_finish(
                             CloseReason::Shutdown,
                             this.phase,
@@ -453,7 +470,7 @@ mod tests {
     use super::coalesce;
 
     #[test]
-    fn keep_alive_deadlines_round_up_to_one_shared_grid() {
+    fn keep_alive_deadlines_round_down_to_one_shared_grid() {
         let interval = Duration::from_secs(16);
         let step = Duration::from_secs(1);
         let now = Instant::now();
@@ -462,10 +479,10 @@ mod tests {
             .collect();
         let rounded: Vec<Instant> = dues.iter().map(|&due| coalesce(due, interval)).collect();
         for (due, at) in dues.iter().zip(&rounded) {
-            assert!(*at >= *due, "a keep-alive never comes early");
+            assert!(*at <= *due, "a keep-alive is never late");
             assert!(
-                *at - *due <= step,
-                "and at most a sixteenth of the interval late"
+                *due - *at < step,
+                "and at most a sixteenth of the interval early"
             );
         }
         // 350 ms of spread deadlines fall on at most two grid points.
@@ -479,6 +496,6 @@ mod tests {
         let interval = Duration::from_millis(160);
         let due = Instant::now() + interval;
         let at = coalesce(due, interval);
-        assert!(at >= due && at - due <= Duration::from_millis(10));
+        assert!(at <= due && due - at < Duration::from_millis(10));
     }
 }

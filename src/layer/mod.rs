@@ -80,6 +80,8 @@ pub(crate) struct Config {
     max_duration: Option<Duration>,
     max_duration_event: Option<Bytes>,
     shutdown: Option<Signal>,
+    /// The token behind `shutdown`, when it is one: checked without a lock.
+    shutdown_token: Option<CancellationToken>,
     shutdown_event: Option<Bytes>,
     finish_timeout: Duration,
     on_close: Option<OnClose>,
@@ -97,6 +99,7 @@ impl SseLayer {
                 max_duration: None,
                 max_duration_event: None,
                 shutdown: None,
+                shutdown_token: None,
                 shutdown_event: None,
                 finish_timeout: DEFAULT_FINISH_TIMEOUT,
                 on_close: None,
@@ -184,7 +187,9 @@ impl SseLayer {
     /// `axum::serve(..).with_graceful_shutdown(token.cancelled_owned())`), so that the server's
     /// graceful shutdown completes instead of waiting on streams that never end.
     pub fn graceful_shutdown(self, token: CancellationToken) -> Self {
-        self.graceful_shutdown_on(token.cancelled_owned())
+        let mut layer = self.graceful_shutdown_on(token.clone().cancelled_owned());
+        layer.config().shutdown_token = Some(token);
+        layer
     }
 
     /// Like [`graceful_shutdown`](Self::graceful_shutdown), with any future as the signal: the
@@ -195,6 +200,7 @@ impl SseLayer {
     {
         let signal: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(signal);
         self.config().shutdown = Some(signal.shared());
+        self.config().shutdown_token = None;
         self
     }
 
