@@ -67,10 +67,11 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let (connection, tracker) = Tracker::start(self.config.clone(), request.extensions());
-        request.extensions_mut().insert(connection);
+        request.extensions_mut().insert(connection.clone());
+        let inner = connection.scope(|| self.inner.call(request));
         ResponseFuture {
             tracker: Some(tracker),
-            inner: self.inner.call(request),
+            inner,
         }
     }
 }
