@@ -122,15 +122,26 @@ where
         if let Some(bytes) = this.held.take() {
             return Poll::Ready(Some(Ok(Frame::data(bytes))));
         }
+        // A small event that may be the only one ready: it goes out as it is, with no frame
+        // buffer to allocate and copy into, unless another one follows.
+        let mut lone: Option<Event> = None;
         while this.frame.len() < *this.max_frame_bytes {
             match this.stream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
+                    let empty = this.frame.is_empty() && lone.is_none();
                     if event.encoded_len() < ZERO_COPY_BYTES {
+                        if empty {
+                            lone = Some(event);
+                            continue;
+                        }
                         if this.frame.capacity() == 0 {
                             this.frame.reserve(FIRST_FRAME_BYTES);
                         }
+                        if let Some(first) = lone.take() {
+                            first.write_to(this.frame);
+                        }
                         event.write_to(this.frame);
-                    } else if this.frame.is_empty() {
+                    } else if empty {
                         return Poll::Ready(Some(Ok(Frame::data(event.into_bytes()))));
                     } else {
                         *this.held = Some(event.into_bytes());
@@ -139,7 +150,7 @@ where
                 }
                 Poll::Ready(Some(Err(err))) => {
                     let err = err.into();
-                    if this.frame.is_empty() {
+                    if this.frame.is_empty() && lone.is_none() {
                         *this.state = State::Done;
                         return Poll::Ready(Some(Err(err)));
                     }
@@ -150,13 +161,16 @@ where
                     *this.state = State::Done;
                     break;
                 }
-                Poll::Pending if this.frame.is_empty() => {
+                Poll::Pending if this.frame.is_empty() && lone.is_none() => {
                     // Idle: give back the spare buffer instead of holding it while nothing flows.
                     *this.frame = BytesMut::new();
                     return Poll::Pending;
                 }
                 Poll::Pending => break,
             }
+        }
+        if let Some(event) = lone {
+            return Poll::Ready(Some(Ok(Frame::data(event.into_bytes()))));
         }
         if this.frame.is_empty() {
             return Poll::Ready(None);
