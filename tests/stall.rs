@@ -92,6 +92,24 @@ async fn serve_guarded(layer: SseLayer, guard: StallGuard) -> (SocketAddr, Serve
             }
         }))
     };
+    (serve_app(app, guard).await, served)
+}
+
+/// Serves `app` with hyper-util, every connection guarded by `guard` and every request
+/// carrying its connection's handle.
+async fn serve_app<S>(app: S, guard: StallGuard) -> SocketAddr
+where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<
+                tower_sse::SseLayerBody<tower_sse::SseBody<tower_sse::EventReceiver>>,
+            >,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -110,7 +128,7 @@ async fn serve_guarded(layer: SseLayer, guard: StallGuard) -> (SocketAddr, Serve
             );
         }
     });
-    (addr, served)
+    addr
 }
 
 /// An HTTP/1.1 client with a 4 KiB receive buffer that asks for the stream and never reads.
@@ -308,4 +326,55 @@ async fn axum_serve_with_a_guarded_listener_ends_stalled_streams() {
         .await
         .expect("stalled connections are closed");
     drop((http1, bodies, http2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_channel_timeout_ends_a_stream_hyper_no_longer_polls() {
+    // No `max_duration`: the channel's own timeout is the limit, and the guard learns it
+    // through the link.
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    const GRACE: Duration = Duration::from_millis(500);
+    let (layer, seen) = recording(SseLayer::new().finish_timeout(GRACE));
+    let served: ServedList = Arc::default();
+    let app = {
+        let served = served.clone();
+        layer.layer(tower::service_fn(move |request: Request<Incoming>| {
+            let served = served.clone();
+            async move {
+                let connection = request
+                    .extensions()
+                    .get::<SseConnection>()
+                    .cloned()
+                    .unwrap();
+                let (emitter, body) = tower_sse::ChannelBuilder::new(16).timeout(TIMEOUT).build();
+                let producer = tokio::spawn(async move {
+                    loop {
+                        if let Err(error) = emitter.send(payload()).await {
+                            return error.kind();
+                        }
+                    }
+                });
+                served.lock().unwrap().push(Served {
+                    connection,
+                    producer,
+                });
+                Ok::<_, Infallible>(tower_sse::response(body))
+            }
+        }))
+    };
+    let addr = serve_app(app, StallGuard::new()).await;
+    let mut http2 = Client::connect(addr, Proto::Http2).await;
+    let mut bodies = Vec::new();
+    for _ in 0..20 {
+        bodies.push(http2.get("/events").await.into_body());
+    }
+    wait_served(&served, 20).await;
+    wait_reported(&seen, 20, TIMEOUT + GRACE + Duration::from_secs(2)).await;
+    assert_one_truth(
+        served,
+        &seen,
+        &[CloseReason::Stalled, CloseReason::TimedOut],
+    )
+    .await;
+    drop((bodies, http2));
 }
