@@ -48,7 +48,29 @@ type Signal = Shared<Pin<Box<dyn Future<Output = ()> + Send>>>;
 ///   time at an event boundary and after an optional final event, so clients reconnect cleanly
 ///   and servers stop without waiting on streams that never end.
 ///
-/// Every other response passes through unchanged; its handle still reports how it ended.
+/// Every other response passes through unchanged (an event stream with a `content-encoding`
+/// included: compressed bytes have no boundaries to find); its handle still reports how it
+/// ended, and `on_close` says what it was ([`CloseInfo::status`](crate::CloseInfo::status),
+/// [`CloseInfo::event_stream`](crate::CloseInfo::event_stream)).
+///
+/// # Limits and clients that stop reading
+///
+/// The layer acts when hyper polls the body, and hyper stops polling it once the client stops
+/// reading: on HTTP/1.1 when the socket's buffers are full, on HTTP/2 when the stream's or the
+/// connection's flow-control window is spent (the socket may stay healthy). What each limit
+/// guarantees:
+///
+/// | limit | client reading | client stopped reading |
+/// | --- | --- | --- |
+/// | `max_duration` | ends at the next boundary, final event, clean end | on a guarded connection (a [`StallGuard`](crate::StallGuard) handle in the request): the connection is closed `max_duration` + [`finish_timeout`](Self::finish_timeout) after the request, over HTTP/1.1 and HTTP/2 (every stream of that HTTP/2 connection goes with it), reason `Stalled`; unguarded: no bound |
+/// | channel timeout | ends with its timeout event | as `max_duration`, for a channel linked to the request ([`SseConnection::link`](crate::SseConnection::link)) |
+/// | graceful shutdown | ends at the next boundary, shutdown event, clean end | [`Shutdown`](crate::Shutdown) closes every guarded connection still open after its grace; without it, no bound |
+/// | [`finish_timeout`](Self::finish_timeout) | a stream whose inner body stalls mid-event after the decision to end is aborted (HTTP/1.1: connection closed; HTTP/2: stream reset) | see the rows above |
+/// | guard write timeout | never fires while writes progress | HTTP/1.1 and a full HTTP/2 socket: closed after the write timeout; an HTTP/2 flow-control stall does not fill the socket, so only the rows above apply |
+///
+/// A hub subscriber that lags is told (`LagPolicy`) when its body is next polled; one that is
+/// never polled holds only its place in the topic's bounded log, and its stream ends by the rows
+/// above.
 ///
 /// ```
 /// use std::time::Duration;
@@ -185,7 +207,11 @@ impl SseLayer {
     ///
     /// Cancel the same token that stops the server (for example through
     /// `axum::serve(..).with_graceful_shutdown(token.cancelled_owned())`), so that the server's
-    /// graceful shutdown completes instead of waiting on streams that never end.
+    /// graceful shutdown completes instead of waiting on streams that never end. Streams whose
+    /// client stopped reading are not polled and cannot end this way: [`Shutdown`] gives the
+    /// token, and closes the connections still open after a grace.
+    ///
+    /// [`Shutdown`]: crate::Shutdown
     pub fn graceful_shutdown(self, token: CancellationToken) -> Self {
         let mut layer = self.graceful_shutdown_on(token.clone().cancelled_owned());
         layer.config().shutdown_token = Some(token);
