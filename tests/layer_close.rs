@@ -255,7 +255,7 @@ async fn graceful_shutdown_ends_every_stream_after_its_event_in_flight() {
     let rest = read_body(busy).await;
     assert!(rest.error.is_none());
     assert_eq!(
-        String::from_utf8(busy_timed.bytes()).unwrap() + &rest.text(),
+        String::from_utf8(busy_timed.bytes()).unwrap() + rest.text(),
         "data: a\n\ndata: partial\r\n\r\nevent: bye\ndata: \n\n"
     );
     assert_eq!(

@@ -2,6 +2,7 @@
 //! (built in a handler behind the layer, or linked by hand) stops taking events as soon as
 //! the layer decides to end the stream, and its producer, the handle and `on_close` all report
 //! the same reason.
+#![cfg(feature = "axum")]
 
 mod common;
 mod layer_support;

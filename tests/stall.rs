@@ -5,13 +5,11 @@ mod common;
 
 use std::{
     convert::Infallible,
-    future::IntoFuture,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use axum::{routing::get as route_get, Router};
 use bytes::Bytes;
 use common::{Client, Proto};
 use http::{Request, Response};
@@ -25,8 +23,7 @@ use tokio::{
 };
 use tower::{Layer, Service};
 use tower_sse::{
-    CloseInfo, CloseReason, ConnectionHandle, Event, SendErrorKind, SseConnection, SseLayer,
-    StallGuard,
+    CloseInfo, CloseReason, Event, SendErrorKind, SseConnection, SseLayer, StallGuard,
 };
 
 /// What a producer sends, as fast as it can: 1 KiB of data.
@@ -272,8 +269,13 @@ async fn a_reading_client_is_not_stalled_by_a_short_write_timeout() {
     assert_eq!(seen.lock().unwrap()[0].reason, CloseReason::TimedOut);
 }
 
+#[cfg(feature = "axum")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axum_serve_with_a_guarded_listener_ends_stalled_streams() {
+    use axum::{routing::get as route_get, Router};
+    use std::future::IntoFuture;
+    use tower_sse::ConnectionHandle;
+
     const MAX_DURATION: Duration = Duration::from_millis(500);
     const GRACE: Duration = Duration::from_millis(500);
     let (layer, seen) = recording(

@@ -49,7 +49,8 @@ use crate::CloseReason;
 /// The default write timeout.
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Closes accepted connections whose client stops reading; see the [module](self) docs.
+/// Closes accepted connections whose client stops reading: a write that makes no progress for
+/// the write timeout, a stream past its deadline, or [`close_all`](StallGuard::close_all).
 ///
 /// Wrap every accepted connection with [`wrap`](StallGuard::wrap) (hyper-util) or the listener
 /// with [`listener`](StallGuard::listener) (`axum::serve`), and put the connection's
