@@ -12,6 +12,10 @@
 //!
 //! `GET /events` is a live feed that a client resumes with `Last-Event-ID` (see
 //! `common/events.rs`); `EVENTS_INTERVAL_MS` sets its pace (default 1000).
+//!
+//! Ctrl-C or SIGTERM end every open stream with a `shutdown` event, and the process exits once
+//! the connections are closed, at most `SHUTDOWN_GRACE_MS` later (default 5000), even if some
+//! clients stopped reading.
 
 mod common;
 

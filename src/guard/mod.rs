@@ -71,9 +71,10 @@ const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 ///         request.extensions_mut().insert(handle.clone());
 ///         async move { Ok::<_, std::convert::Infallible>(http::Response::new(String::new())) }
 ///     });
-///     tokio::spawn(
-///         auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(io), service),
-///     );
+///     let connection = auto::Builder::new(TokioExecutor::new())
+///         .serve_connection(TokioIo::new(io), service)
+///         .into_owned();
+///     tokio::spawn(connection);
 /// }
 /// # }
 /// ```

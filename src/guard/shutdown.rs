@@ -18,9 +18,12 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// whose client stopped reading included, so the server's own graceful shutdown returns.
 ///
 /// ```no_run
+/// # #[cfg(feature = "axum")]
 /// use axum::{routing::get, Router};
+/// # #[cfg(feature = "axum")]
 /// use tower_sse::{ConnectionHandle, Shutdown, SseLayer, StallGuard};
 ///
+/// # #[cfg(feature = "axum")]
 /// # async fn run() -> std::io::Result<()> {
 /// let guard = StallGuard::new();
 /// let shutdown = Shutdown::new(&guard);
