@@ -429,9 +429,11 @@ impl EventReceiver {
         item: Option<Result<Event, BoxError>>,
     ) -> Poll<Option<Result<Event, BoxError>>> {
         self.finished = true;
+        // A clean end is the layer's to report once it is written; any other end is the
+        // channel's decision, which the linked response reports too.
         let reason = match self.shared.link.get() {
-            Some(connection) => connection.decide(reason),
-            None => reason,
+            Some(connection) if reason != CloseReason::Completed => connection.decide(reason),
+            _ => reason,
         };
         self.shared.close(reason);
         Poll::Ready(item)
