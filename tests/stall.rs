@@ -385,3 +385,78 @@ async fn a_linked_channel_timeout_ends_a_stream_hyper_no_longer_polls() {
     .await;
     drop((bodies, http2));
 }
+
+/// A connection that stops reading once told to: its reads stay pending for good, so the
+/// peer's writes fill the socket.
+struct StopReading {
+    io: TcpStream,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for StopReading {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for StopReading {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_socket_that_fills_up_is_closed_by_the_write_timeout() {
+    // Flow control would never stall this stream (huge windows); the client stops reading the
+    // socket altogether, so the server's writes stop making progress.
+    let (layer, seen) = recording(SseLayer::new());
+    let guard = StallGuard::new().write_timeout(Duration::from_millis(500));
+    let (addr, served) = serve_guarded(layer, guard).await;
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let io = StopReading {
+        io: TcpStream::connect(addr).await.unwrap(),
+        stopped: stopped.clone(),
+    };
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(1 << 30)
+        .initial_connection_window_size(1 << 30)
+        .handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = Request::get("/events")
+        .header("host", "127.0.0.1")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = send.send_request(request).await.unwrap();
+    stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+    wait_served(&served, 1).await;
+    wait_reported(&seen, 1, Duration::from_secs(10)).await;
+    assert_one_truth(served, &seen, &[CloseReason::Stalled]).await;
+    drop((response, send));
+}
