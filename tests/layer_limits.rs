@@ -240,7 +240,7 @@ async fn no_duration_panics() {
         let (addr, mut accepted) = scripted(layer, SSE).await;
         let (_client, response) = get(addr, Proto::Http1, "/").await;
         let app = accept(&mut accepted).await;
-        app.send("data: a\n\n").await;
+        // With a 1 ns limit the stream may be over before anything is fed: only look.
         let mut body = response.into_body();
         let mut timed = Timed::default();
         read_until(
