@@ -231,7 +231,7 @@ fn main() {
         )
         .await;
         let mut big = b"data: ".to_vec();
-        big.extend(std::iter::repeat(b'x').take(MIB));
+        big.extend(std::iter::repeat_n(b'x', MIB));
         big.extend_from_slice(b"\n\n");
         compare(
             "1 MiB single-line events",

@@ -18,6 +18,9 @@
 //! `common/upstream.rs`).
 //! `POST /v1/chat/completions`, `/v1/responses` and `/v1/messages` speak the OpenAI and
 //! Anthropic APIs, so their official SDKs work against this server (see `common/llm`).
+//! Ctrl-C or SIGTERM end every open stream with a `shutdown` event, and the process exits once
+//! the connections are closed, at most `SHUTDOWN_GRACE_MS` later (default 5000), even if some
+//! clients stopped reading.
 
 mod common;
 
@@ -29,13 +32,13 @@ use axum::{
     Router,
 };
 use common::{ApiError, Ask, Config, Model};
-use tower_sse::{EventReceiver, SseBody};
+use tower_sse::{ConnectionHandle, EventReceiver, SseBody};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let config = Config::from_env_and_args();
     common::init_tracing();
-    let shutdown = common::shutdown_on_ctrl_c();
+    let (guard, shutdown) = common::guard_and_shutdown();
 
     let feed = common::events::Feed::start();
     let app = Router::new()
@@ -75,18 +78,24 @@ async fn main() -> std::io::Result<()> {
         // The last layer added is the outermost: the SSE layer (keep-alives, SSE headers,
         // ending streams on shutdown) around CORS, around the routes.
         .layer(config.cors())
-        .layer(common::sse_layer(shutdown.clone()))
+        .layer(common::sse_layer(shutdown.token()))
         // The OpenAI- and Anthropic-compatible API, with its own SSE layer (common/llm).
         .merge(Router::new().route_service(
             "/v1/{*path}",
-            common::llm::service(&config, config.model(), shutdown.clone()),
+            common::llm::service(&config, config.model(), shutdown.token()),
         ));
 
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    // Every connection guarded, and its handle in each request (as connect info), so that
+    // streams whose client stopped reading still end; Ctrl-C or SIGTERM stop the server within
+    // the shutdown grace.
+    axum::serve(
+        guard.listener(listener),
+        app.into_make_service_with_connect_info::<ConnectionHandle>(),
+    )
+    .with_graceful_shutdown(shutdown.signalled())
+    .await
 }
 
 /// Like the Spring handler: make an emitter, hand it to a task that produces the answer, and

@@ -18,6 +18,9 @@
 //! `common/upstream.rs`).
 //! `POST /v1/chat/completions`, `/v1/responses` and `/v1/messages` speak the OpenAI and
 //! Anthropic APIs, so their official SDKs work against this server (see `common/llm`).
+//! Ctrl-C or SIGTERM end every open stream with a `shutdown` event, and the process exits once
+//! the connections are closed, at most `SHUTDOWN_GRACE_MS` later (default 5000), even if some
+//! clients stopped reading.
 
 mod common;
 
@@ -51,33 +54,40 @@ where
 async fn main() -> std::io::Result<()> {
     let config = Config::from_env_and_args();
     common::init_tracing();
-    let shutdown = common::shutdown_on_ctrl_c();
+    let (guard, shutdown) = common::guard_and_shutdown();
 
     // The whole app as one tower service: the router inside CORS, inside the SSE layer
     // (keep-alives, SSE headers, ending streams on shutdown).
     let model = config.model();
     // The OpenAI- and Anthropic-compatible API under /v1/, with its own SSE layer (common/llm).
-    let api = common::llm::service(&config, model.clone(), shutdown.clone());
+    let api = common::llm::service(&config, model.clone(), shutdown.token());
     let feed = common::events::Feed::start();
     let app = ServiceBuilder::new()
-        .layer(common::sse_layer(shutdown.clone()))
+        .layer(common::sse_layer(shutdown.token()))
         .layer(config.cors())
         .service_fn(move |request: Request<Incoming>| route(request, model.clone(), feed.clone()));
 
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
 
-    // Tracks open connections so that Ctrl-C can let them finish. Open event streams end
-    // at once, ended by the layer.
+    // Tracks open connections so that Ctrl-C or SIGTERM can let them finish. Open event
+    // streams end at once, ended by the layer; connections still open after the shutdown
+    // grace are closed by the guard.
     let graceful = GracefulShutdown::new();
+    let signalled = shutdown.token();
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => accepted?,
-            () = shutdown.cancelled() => break,
+            () = signalled.cancelled() => break,
         };
+        // The guard closes the connection if its client stops reading; its handle goes into
+        // every request so that the layer can have it closed when a stream cannot end.
+        let io = guard.wrap(stream);
+        let handle = io.handle();
         // hyper calls services with `&self`; a tower service is called through a clone.
         let (app, api) = (app.clone(), api.clone());
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(handle.clone());
             let (app, api) = (app.clone(), api.clone());
             async move {
                 if request.uri().path().starts_with("/v1/") {
@@ -93,7 +103,7 @@ async fn main() -> std::io::Result<()> {
         });
         // HTTP/1.1 or HTTP/2, whichever the client speaks.
         let connection = auto::Builder::new(TokioExecutor::new())
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(io), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -141,29 +141,57 @@ where
         if let Some(bytes) = this.held.take() {
             return Poll::Ready(Some(Ok(Frame::data(bytes))));
         }
+        // A small event that may be the only one ready: it goes out as it is, with no frame
+        // buffer to allocate and copy into, unless another one follows.
+        let mut lone: Option<T> = None;
         while this.frame.len() < *this.max_frame_bytes {
             match this.stream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(item))) => match F::write(item, this.frame) {
-                    Ok(None) => {}
-                    Ok(Some(bytes)) if this.frame.is_empty() => {
-                        return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                Poll::Ready(Some(Ok(item))) => {
+                    if this.frame.is_empty() && lone.is_none() {
+                        lone = Some(item);
+                        continue;
                     }
-                    Ok(Some(bytes)) => {
-                        *this.held = Some(bytes);
-                        break;
-                    }
-                    Err(err) => {
-                        if this.frame.is_empty() {
-                            *this.state = State::Done;
-                            return Poll::Ready(Some(Err(err)));
+                    // More than one is ready: they share the frame.
+                    if let Some(first) = lone.take() {
+                        match F::write(first, this.frame) {
+                            Ok(None) => {}
+                            Ok(Some(bytes)) => {
+                                // The first was large: it goes out now, the one in hand next.
+                                match F::write(item, this.frame) {
+                                    Ok(None) => {}
+                                    Ok(Some(next)) => *this.held = Some(next),
+                                    Err(err) => *this.state = State::ErrorAfterData(err),
+                                }
+                                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                            }
+                            Err(err) => {
+                                *this.state = State::Done;
+                                return Poll::Ready(Some(Err(err)));
+                            }
                         }
-                        *this.state = State::ErrorAfterData(err);
-                        break;
                     }
-                },
+                    match F::write(item, this.frame) {
+                        Ok(None) => {}
+                        Ok(Some(bytes)) if this.frame.is_empty() => {
+                            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                        }
+                        Ok(Some(bytes)) => {
+                            *this.held = Some(bytes);
+                            break;
+                        }
+                        Err(err) => {
+                            if this.frame.is_empty() {
+                                *this.state = State::Done;
+                                return Poll::Ready(Some(Err(err)));
+                            }
+                            *this.state = State::ErrorAfterData(err);
+                            break;
+                        }
+                    }
+                }
                 Poll::Ready(Some(Err(err))) => {
                     let err = err.into();
-                    if this.frame.is_empty() {
+                    if this.frame.is_empty() && lone.is_none() {
                         *this.state = State::Done;
                         return Poll::Ready(Some(Err(err)));
                     }
@@ -174,13 +202,22 @@ where
                     *this.state = State::Done;
                     break;
                 }
-                Poll::Pending if this.frame.is_empty() => {
+                Poll::Pending if this.frame.is_empty() && lone.is_none() => {
                     // Idle: give back the spare buffer instead of holding it while nothing flows.
                     *this.frame = BytesMut::new();
                     return Poll::Pending;
                 }
                 Poll::Pending => break,
             }
+        }
+        if let Some(item) = lone {
+            return match F::write_alone(item) {
+                Ok(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                Err(err) => {
+                    *this.state = State::Done;
+                    Poll::Ready(Some(Err(err)))
+                }
+            };
         }
         if this.frame.is_empty() {
             return Poll::Ready(None);

@@ -4,8 +4,11 @@ use std::fmt;
 
 /// Why an event stream is over.
 ///
-/// Reported by [`SseEmitter::closed`](crate::SseEmitter::closed) to the producer and by
-/// [`SseConnection::closed`](crate::SseConnection::closed) to whoever holds the request.
+/// Reported by [`SseEmitter::closed`](crate::SseEmitter::closed) to the producer, by
+/// [`SseConnection::closed`](crate::SseConnection::closed) to whoever holds the request and by
+/// the `on_close` hook of [`SseLayer`](crate::SseLayer): a channel linked to its request's
+/// connection (see [`SseConnection::link`](crate::SseConnection::link)) reports the same reason
+/// as the layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CloseReason {
@@ -19,6 +22,10 @@ pub enum CloseReason {
     Shutdown,
     /// A time limit on the stream passed and it was ended cleanly.
     TimedOut,
+    /// The client stopped reading: its connection made no progress writing for the
+    /// [`StallGuard`](crate::StallGuard)'s write timeout, or a stream that had to end could not
+    /// be written to its end in time, so the guard closed the connection.
+    Stalled,
 }
 
 impl fmt::Display for CloseReason {
@@ -29,6 +36,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Error => "the stream ended with an error",
             CloseReason::Shutdown => "the server is shutting down",
             CloseReason::TimedOut => "the stream timed out",
+            CloseReason::Stalled => "the client stopped reading",
         })
     }
 }

@@ -15,7 +15,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, OnceLock,
     },
     task::{Context, Poll, Waker},
     time::Duration,
@@ -29,7 +29,7 @@ use tokio::{
 
 use crate::{
     framing::{Encode, Framing, Sse},
-    BoxError, CloseReason, Event, EventError, FramedBody, SseBody,
+    BoxError, CloseReason, Event, EventError, FramedBody, SseBody, SseConnection,
 };
 
 /// The sending half of a Server-Sent Events [`channel`].
@@ -142,7 +142,7 @@ impl<F: Framing> ChannelBuilder<F> {
 
     /// Ends the stream cleanly once `timeout` has passed since the channel was built, like
     /// `new SseEmitter(timeout)` in Spring. Items already sent are still written; later sends
-    /// fail with [`CloseReason::TimedOut`].
+    /// fail with [`CloseReason::TimedOut`]. A timeout too long to represent never fires.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -162,10 +162,16 @@ impl<F: Framing> ChannelBuilder<F> {
     }
 
     /// Creates the channel.
+    ///
+    /// Built while [`SseLayer`](crate::SseLayer) runs a handler, the channel is linked to that
+    /// request's [`SseConnection`] (see [`SseConnection::link`]).
     pub fn build(self) -> (Emitter<F>, FramedBody<F, Receiver<F>>)
     where
         F: Encode<<F as Framing>::Item>,
     {
+        let deadline = self
+            .timeout
+            .and_then(|timeout| Instant::now().checked_add(timeout));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -176,14 +182,16 @@ impl<F: Framing> ChannelBuilder<F> {
             free_slots: Semaphore::new(self.capacity),
             closed: Notify::new(),
             emitters: AtomicUsize::new(1),
+            link: OnceLock::new(),
+            deadline,
         });
         let receiver = Receiver {
             shared: Arc::clone(&shared),
             batch: VecDeque::new(),
             taken: 0,
-            timeout: self.timeout.map(|timeout| {
+            timeout: self.timeout.map(|_| {
                 Box::new(Timeout {
-                    at: Instant::now().checked_add(timeout),
+                    at: deadline,
                     sleep: None,
                     item: self.timeout_item,
                     fired: false,
@@ -192,7 +200,11 @@ impl<F: Framing> ChannelBuilder<F> {
             error_framing: self.error_record.then(|| Box::new(self.framing)),
             finished: false,
         };
-        (Emitter { shared }, FramedBody::new(receiver))
+        let emitter = Emitter { shared };
+        if let Some(connection) = SseConnection::current() {
+            connection.link(&emitter);
+        }
+        (emitter, FramedBody::new(receiver))
     }
 }
 
@@ -205,6 +217,10 @@ struct Shared<I> {
     closed: Notify,
     /// Live [`Emitter`] clones: when the last one goes, the stream ends cleanly.
     emitters: AtomicUsize,
+    /// The response this channel feeds, once linked: told how the channel ends.
+    link: OnceLock<SseConnection>,
+    /// When the channel's timeout fires, if it has one.
+    deadline: Option<Instant>,
 }
 
 struct State<I> {
@@ -439,6 +455,26 @@ impl<F: Framing> Emitter<F> {
     pub fn is_closed(&self) -> bool {
         self.shared.lock().closed.is_some()
     }
+
+    /// Records the response this channel feeds (see [`SseConnection::link`]).
+    pub(crate) fn set_link(&self, connection: SseConnection) {
+        let _ = self.shared.link.set(connection);
+    }
+
+    /// When the channel's timeout fires, if it has one.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.shared.deadline
+    }
+
+    /// How the linked response ends the channel: no more items, with the response's reason.
+    pub(crate) fn closer(&self) -> impl Fn(CloseReason) + Send + Sync + 'static {
+        let shared = Arc::downgrade(&self.shared);
+        move |reason| {
+            if let Some(shared) = shared.upgrade() {
+                shared.close(reason);
+            }
+        }
+    }
 }
 
 impl<F: Framing> Clone for Emitter<F> {
@@ -516,6 +552,12 @@ impl<F: Framing> Receiver<F> {
         item: Option<Result<F::Item, BoxError>>,
     ) -> Poll<Option<Result<F::Item, BoxError>>> {
         self.finished = true;
+        // A clean end is the layer's to report once it is written; any other end is the
+        // channel's decision, which the linked response reports too.
+        let reason = match self.shared.link.get() {
+            Some(connection) if reason != CloseReason::Completed => connection.decide(reason),
+            _ => reason,
+        };
         self.shared.close(reason);
         Poll::Ready(item)
     }
@@ -545,6 +587,12 @@ impl<F: Framing> Stream for Receiver<F> {
             this.shared.end(Ending::TimedOut);
         }
         let mut state = this.shared.lock();
+        if state.closed.is_some() {
+            // Ended by the linked response, which writes nothing more of this channel.
+            drop(state);
+            this.finished = true;
+            return Poll::Ready(None);
+        }
         if !state.queue.is_empty() {
             std::mem::swap(&mut state.queue, &mut this.batch);
             drop(state);
@@ -613,7 +661,8 @@ pub enum SendErrorKind {
     /// The stream takes no more items, for this reason: [`CloseReason::Completed`] after
     /// `complete`, [`CloseReason::Error`] after `complete_with_error`,
     /// [`CloseReason::Disconnected`] when the client went away, [`CloseReason::TimedOut`]
-    /// after the channel's timeout.
+    /// after the channel's timeout; on a channel linked to its response, the reason the
+    /// layer reports ([`CloseReason::Shutdown`], [`CloseReason::Stalled`]...).
     Closed(CloseReason),
     /// [`send_timeout`](Emitter::send_timeout) waited its full time for room.
     Timeout,

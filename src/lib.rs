@@ -73,6 +73,8 @@
 //!   events, SSE headers, a time limit, graceful shutdown, and an [`SseConnection`] in every
 //!   request that tells how and when its response ended. Its service, response future and
 //!   body live in [`layer`], as tower-http keeps them beside each middleware.
+//! * [`StallGuard`] closes connections whose client stopped reading, and [`Shutdown`] stops a
+//!   server with a hard deadline: limits hold even against peers that never read.
 //! * [`framing`]: the same channel, body and layer for NDJSON, JSON Lines, JSON text sequences
 //!   and raw text ([`framed_channel`], [`FramedBody`], [`framed_response`]), with the right
 //!   content type, no keep-alives inside them and an Ollama-style `{"error": ...}` record.
@@ -100,6 +102,7 @@ mod connection;
 mod emitter;
 mod event;
 pub mod framing;
+mod guard;
 mod hub;
 pub mod layer;
 #[cfg(feature = "llm")]
@@ -116,6 +119,9 @@ pub use emitter::{
     SendErrorKind, SseEmitter, TrySendError, Unsent,
 };
 pub use event::{DataWriter, EncodedEvent, Event, EventError, EventField, EventId, EventName};
+#[cfg(feature = "axum")]
+pub use guard::GuardedListener;
+pub use guard::{ConnectionHandle, GuardedIo, Shutdown, StallGuard};
 pub use hub::{Hub, HubBuilder, LagPolicy, PublishError, Subscriber, Topic};
 pub use layer::SseLayer;
 pub use parse::{MessageEvent, ParseError, Parser};

@@ -5,7 +5,7 @@
 //! for rule, takes the stream in chunks of any size (the output never depends on where they are
 //! split) and keeps its memory bounded, so it is safe to point at untrusted servers.
 
-use std::{borrow::Cow, collections::VecDeque, fmt, time::Duration};
+use std::{borrow::Cow, fmt, time::Duration};
 
 /// The byte order mark a stream may start with; the UTF-8 decoder drops the first one.
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
@@ -65,6 +65,12 @@ enum Bom {
 /// stream. Invalid UTF-8 becomes U+FFFD, as in a browser; the only error is
 /// [`ParseError::TooLarge`], which keeps memory bounded.
 ///
+/// Memory: the event being assembled is bounded by `max_buffer`; events dispatched but not
+/// taken yet are queued in a compact form (their bytes and a few bytes of lengths, the event
+/// type and id stored only when they change), so a caller that drains the queue after every
+/// `feed` never has more than about four times the chunk just fed plus `max_buffer` in it,
+/// however many tiny events the chunk held.
+///
 /// ```
 /// use tower_sse::Parser;
 ///
@@ -97,7 +103,7 @@ pub struct Parser {
     max_buffer: usize,
     /// The buffer limit was hit: the rest of the stream is refused.
     failed: bool,
-    queue: VecDeque<MessageEvent>,
+    queue: Queue,
 }
 
 impl Default for Parser {
@@ -128,7 +134,7 @@ impl Parser {
             retry: None,
             max_buffer,
             failed: false,
-            queue: VecDeque::new(),
+            queue: Queue::default(),
         }
     }
 
@@ -205,7 +211,7 @@ impl Parser {
     /// Takes the next dispatched event, if any; events stay readable after
     /// [`finish`](Parser::finish) and after an error.
     pub fn next_event(&mut self) -> Option<MessageEvent> {
-        self.queue.pop_front()
+        self.queue.pop()
     }
 
     /// Ends the stream: an event that was not terminated by a blank line is discarded (with any
@@ -344,16 +350,113 @@ impl Parser {
         }
         // Every data line appended a `\n`; the last one goes.
         self.data.pop();
-        let event = if self.event_type.is_empty() {
-            String::from("message")
-        } else {
-            std::mem::take(&mut self.event_type)
+        let event_type = (!self.event_type.is_empty()).then_some(self.event_type.as_str());
+        self.queue.push(event_type, &self.data, &self.last_event_id);
+        self.event_type.clear();
+        self.data.clear();
+    }
+}
+
+/// Dispatched events waiting for [`Parser::next_event`], packed into one buffer: per event a
+/// flags byte, then the event type (if not `message`) and the last event ID (if it changed
+/// since the event before), then the data, each as a varint length and its bytes.
+#[derive(Debug, Default)]
+struct Queue {
+    bytes: Vec<u8>,
+    /// Where the next event to take starts.
+    start: usize,
+    /// The last event ID as of the last event pushed.
+    pushed_id: String,
+    /// The last event ID as of the last event taken.
+    taken_id: String,
+}
+
+/// The event has an event type other than `message`.
+const HAS_TYPE: u8 = 1;
+/// The last event ID changed since the event before.
+const NEW_ID: u8 = 2;
+
+/// A queue emptied with more than this much room gives it back.
+const QUEUE_KEEP_BYTES: usize = 16 * 1024;
+
+impl Queue {
+    fn push(&mut self, event_type: Option<&str>, data: &str, last_event_id: &str) {
+        let new_id = self.pushed_id != last_event_id;
+        let mut flags = 0;
+        if event_type.is_some() {
+            flags |= HAS_TYPE;
+        }
+        if new_id {
+            flags |= NEW_ID;
+            self.pushed_id.clear();
+            self.pushed_id.push_str(last_event_id);
+        }
+        self.bytes.push(flags);
+        if let Some(event_type) = event_type {
+            self.put(event_type);
+        }
+        if new_id {
+            self.put(last_event_id);
+        }
+        self.put(data);
+    }
+
+    fn put(&mut self, text: &str) {
+        let mut len = text.len();
+        loop {
+            let low = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                self.bytes.push(low);
+                break;
+            }
+            self.bytes.push(low | 0x80);
+        }
+        self.bytes.extend_from_slice(text.as_bytes());
+    }
+
+    fn pop(&mut self) -> Option<MessageEvent> {
+        let flags = *self.bytes.get(self.start)?;
+        self.start += 1;
+        let event = match flags & HAS_TYPE {
+            0 => String::from("message"),
+            _ => self.take_text(),
         };
-        self.queue.push_back(MessageEvent {
+        if flags & NEW_ID != 0 {
+            self.taken_id = self.take_text();
+        }
+        let data = self.take_text();
+        if self.start == self.bytes.len() {
+            self.start = 0;
+            if self.bytes.capacity() > QUEUE_KEEP_BYTES {
+                self.bytes = Vec::new();
+            } else {
+                self.bytes.clear();
+            }
+        }
+        Some(MessageEvent {
             event,
-            data: std::mem::take(&mut self.data),
-            last_event_id: self.last_event_id.clone(),
-        });
+            data,
+            last_event_id: self.taken_id.clone(),
+        })
+    }
+
+    /// Takes a length-prefixed text that `put` wrote.
+    fn take_text(&mut self) -> String {
+        let mut len = 0usize;
+        let mut shift = 0;
+        while let Some(&byte) = self.bytes.get(self.start) {
+            self.start += 1;
+            len |= usize::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let end = self.start.saturating_add(len).min(self.bytes.len());
+        let text = String::from_utf8_lossy(&self.bytes[self.start..end]).into_owned();
+        self.start = end;
+        text
     }
 }
 

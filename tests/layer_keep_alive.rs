@@ -207,7 +207,7 @@ async fn an_event_split_across_silences_gets_no_keep_alive_inside() {
         )
         .await;
         let received = timed.bytes();
-        let rest = strip_keep_alives_between(&received, &[&stream]);
+        let rest = match_keep_alives(&received, &stream);
         assert!(
             rest.is_some_and(|tail| tail == b":\n".repeat(tail.len() / 2) && !tail.is_empty()),
             "{script:?}: {:?}",
@@ -216,17 +216,67 @@ async fn an_event_split_across_silences_gets_no_keep_alive_inside() {
     }
 }
 
-/// Matches `received` against `events` with any number of `:\n` before each; returns what
-/// follows the last event, or `None` if anything else differs.
-fn strip_keep_alives_between<'a>(received: &'a [u8], events: &[&[u8]]) -> Option<&'a [u8]> {
-    let mut rest = received;
-    for event in events {
-        while let Some(after) = rest.strip_prefix(b":\n") {
-            rest = after;
+/// Matches `received` against the inner `stream` with any number of `:\n` keep-alives where
+/// the stream is between events; returns what follows the end of the stream, or `None` if
+/// anything else differs. A keep-alive after a CR takes the place of the LF that may follow
+/// it (the CR already ended the line), so that LF must be gone.
+fn match_keep_alives<'a>(received: &'a [u8], stream: &[u8]) -> Option<&'a [u8]> {
+    let (mut r, mut i) = (0, 0);
+    loop {
+        if i == stream.len() {
+            return Some(&received[r..]);
         }
-        rest = rest.strip_prefix(*event)?;
+        if received[r..].starts_with(b":\n") && between_events(&stream[..i]) {
+            r += 2;
+            if stream[..i].ends_with(b"\r") && stream.get(i) == Some(&b'\n') {
+                i += 1;
+            }
+            continue;
+        }
+        if received.get(r) != Some(&stream[i]) {
+            return None;
+        }
+        r += 1;
+        i += 1;
     }
-    Some(rest)
+}
+
+/// Whether `prefix` of an event stream ends between events: at the start of a line, with no
+/// field line since the last blank line (comment lines are no event content).
+fn between_events(prefix: &[u8]) -> bool {
+    if !prefix.is_empty() && !prefix.ends_with(b"\n") && !prefix.ends_with(b"\r") {
+        return false;
+    }
+    let mut open = false;
+    let mut rest = prefix;
+    while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        let line = &rest[..end];
+        if line.is_empty() {
+            open = false;
+        } else if line[0] != b':' {
+            open = true;
+        }
+        let skip = if rest[end..].starts_with(b"\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + skip..];
+    }
+    !open
+}
+
+#[test]
+fn the_matcher_allows_keep_alives_between_events_only() {
+    let stream = b"data: a\r\r\ndata: b\n\n";
+    assert_eq!(
+        match_keep_alives(b"data: a\r\r:\ndata: b\n\n:\n", stream),
+        Some(&b":\n"[..])
+    );
+    assert!(match_keep_alives(b"data: a\r\r:\n\ndata: b\n\n", stream).is_none());
+    assert!(match_keep_alives(b"data: a\r:\n\r\ndata: b\n\n", stream).is_none());
+    assert!(match_keep_alives(b"data: a\r\r\ndata: b\n:\n\n", stream).is_none());
+    assert!(match_keep_alives(b":\n: c\n:\ndata: x\n\n", b": c\ndata: x\n\n").is_some());
 }
 
 /// Events with every line-ending style, as the inner body writes them.
@@ -284,14 +334,13 @@ proptest! {
             received
         });
 
-        let event_slices: Vec<&[u8]> = events.iter().map(Vec::as_slice).collect();
-        let rest = strip_keep_alives_between(&received.bytes, &event_slices);
+        let rest = match_keep_alives(&received.bytes, &stream);
         prop_assert!(
             rest.is_some_and(|tail| tail == b":\n".repeat(tail.len() / 2)),
             "received {:?}",
             String::from_utf8_lossy(&received.bytes)
         );
-        let inner_only = common::Received { bytes: stream, error: None };
+        let inner_only = common::Received { bytes: stream.clone(), error: None };
         prop_assert_eq!(received.events(), inner_only.events());
     }
 }

@@ -835,3 +835,103 @@ proptest! {
         }
     }
 }
+
+/// Counts the bytes allocated and not yet freed by the current thread, so that a test can
+/// see what a parser holds.
+mod held_memory {
+    use std::{
+        alloc::{GlobalAlloc, Layout, System},
+        cell::Cell,
+    };
+
+    struct Counting;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn add(bytes: isize) {
+        let _ = LIVE.try_with(|live| live.set(live.get() + bytes));
+    }
+
+    // SAFETY: every call is forwarded to the system allocator unchanged; the counting only
+    // reads the layouts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let ptr = System.alloc(layout);
+            if !ptr.is_null() {
+                add(layout.size() as isize);
+            }
+            ptr
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout);
+            add(-(layout.size() as isize));
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let new = System.realloc(ptr, layout, new_size);
+            if !new.is_null() {
+                add(new_size as isize - layout.size() as isize);
+            }
+            new
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// Bytes this thread holds now.
+    pub fn live() -> isize {
+        LIVE.with(Cell::get)
+    }
+}
+
+#[test]
+fn what_a_parser_holds_is_bounded_by_max_buffer_and_the_chunk_fed() {
+    const MAX_BUFFER: usize = 1024;
+    // 1 MiB of the smallest events there are, in one chunk, then in 4 KiB chunks.
+    let input = b"data:\n\n".repeat((1 << 20) / 7);
+    let count = input.len() / 7;
+    for chunk_len in [input.len(), 4096] {
+        let mut parser = Parser::with_max_buffer(MAX_BUFFER);
+        let mut taken = 0;
+        let mut most = 0;
+        for chunk in input.chunks(chunk_len) {
+            let before = held_memory::live();
+            parser.feed(chunk).unwrap();
+            let held = held_memory::live() - before;
+            most = most.max(held);
+            assert!(
+                held <= 4 * (chunk.len() + MAX_BUFFER) as isize,
+                "a {} byte chunk left {held} bytes held",
+                chunk.len()
+            );
+            // Draining after every feed still gives every event, in order.
+            while let Some(event) = parser.next_event() {
+                assert_eq!(event, msg(""));
+                taken += 1;
+            }
+        }
+        assert_eq!(taken, count, "chunks of {chunk_len}");
+        println!("chunks of {chunk_len}: at most {most} bytes held after a feed");
+    }
+
+    // Ids and event types survive the compact queue, each event with the id current at its
+    // dispatch.
+    let mut parser = Parser::with_max_buffer(MAX_BUFFER);
+    parser
+        .feed(b"id: 1\ndata: a\n\nevent: x\ndata: b\n\nid: 2\nevent: y\ndata: c\ndata: d\n\nid\ndata: e\n\n")
+        .unwrap();
+    let events: Vec<_> = std::iter::from_fn(|| parser.next_event()).collect();
+    assert_eq!(
+        events,
+        [
+            ev("message", "a", "1"),
+            ev("x", "b", "1"),
+            ev("y", "c\nd", "2"),
+            ev("message", "e", ""),
+        ]
+    );
+}

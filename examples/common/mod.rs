@@ -18,7 +18,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_sse::{BoxError, Event, EventName, SseEmitter, SseLayer};
+use tower_sse::{BoxError, Event, EventName, Shutdown, SseEmitter, SseLayer, StallGuard};
 use tracing::info;
 
 pub mod events;
@@ -203,19 +203,53 @@ pub fn init_tracing() {
         .init();
 }
 
-/// A token cancelled on Ctrl-C: it tells the server to stop accepting connections and the
-/// [`SseLayer`] to end every open stream cleanly, so the server can exit at once.
-pub fn shutdown_on_ctrl_c() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        // Without a signal handler there is no graceful shutdown: Ctrl-C just kills the process.
-        if tokio::signal::ctrl_c().await.is_ok() {
-            info!("shutting down");
-            cancel.cancel();
+/// How long open connections get to finish after Ctrl-C or SIGTERM before they are closed
+/// (`SHUTDOWN_GRACE_MS`, default 5000).
+fn shutdown_grace() -> Duration {
+    env::var("SHUTDOWN_GRACE_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(Duration::from_secs(5), Duration::from_millis)
+}
+
+/// Completes on Ctrl-C or, on Unix, SIGTERM (what `kill`, systemd and Kubernetes send).
+async fn stop_signal() {
+    let ctrl_c = async {
+        // Without a signal handler there is no graceful shutdown: the signal just kills.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
         }
-    });
-    token
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// The guard on every accepted connection (closes those whose client stopped reading) and the
+/// shutdown it serves: on Ctrl-C or SIGTERM the server stops accepting, the [`SseLayer`] ends
+/// every open stream cleanly, and whatever connection is still open after the grace is closed,
+/// so the process exits within the grace whatever its clients do.
+pub fn guard_and_shutdown() -> (StallGuard, Shutdown) {
+    let guard = StallGuard::new();
+    let shutdown = Shutdown::new(&guard).grace(shutdown_grace());
+    tokio::spawn(shutdown.clone().run(async {
+        stop_signal().await;
+        info!("shutting down");
+    }));
+    (guard, shutdown)
 }
 
 /// The tower middleware around every response: keep-alives on idle streams, the SSE headers,

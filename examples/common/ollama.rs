@@ -183,7 +183,7 @@ where
             format!("invalid chat request: {err}"),
         )
     })?;
-    if chat.model.as_deref().map_or(true, str::is_empty) {
+    if chat.model.as_deref().is_none_or(str::is_empty) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "model is required"));
     }
     Ok(chat)

@@ -237,7 +237,7 @@ where
             && self
                 .settings
                 .max_retries
-                .map_or(true, |max| self.failures < max)
+                .is_none_or(|max| self.failures < max)
     }
 
     /// Schedules the next reconnection and returns its notice.

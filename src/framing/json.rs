@@ -135,6 +135,10 @@ impl<F: JsonFraming + sealed::Sealed> Encode<Record<F>> for F {
     fn write(record: Record<F>, frame: &mut BytesMut) -> Result<Option<Bytes>, BoxError> {
         Ok(write_item(record, frame))
     }
+
+    fn write_alone(record: Record<F>) -> Result<Bytes, BoxError> {
+        Ok(sealed::WireItem::into_bytes(record))
+    }
 }
 
 /// Serialises `value` as compact JSON whose strings escape the characters line readers split

@@ -80,6 +80,17 @@ pub trait Encode<T>: Framing {
     /// Appends the wire form of `input` to `frame`, or returns it whole when it is large
     /// enough to go out as a frame of its own without a copy.
     fn write(input: T, frame: &mut BytesMut) -> Result<Option<Bytes>, BoxError>;
+
+    /// The wire form of `input` as a frame of its own, for an item that was the only one ready:
+    /// an item that already holds its bytes (a broadcast event, say) goes out as those very
+    /// bytes, with no frame buffer to allocate and copy into.
+    fn write_alone(input: T) -> Result<Bytes, BoxError> {
+        let mut frame = BytesMut::new();
+        Ok(match Self::write(input, &mut frame)? {
+            Some(bytes) => bytes,
+            None => frame.freeze(),
+        })
+    }
 }
 
 /// What [`Encode::encode`] returns: the item and what was kept of the input, or the input

@@ -69,4 +69,9 @@ impl<T: Into<Event>> Encode<T> for Sse {
     fn write(input: T, frame: &mut BytesMut) -> Result<Option<Bytes>, BoxError> {
         Ok(write_item(input.into(), frame))
     }
+
+    #[inline(always)]
+    fn write_alone(input: T) -> Result<Bytes, BoxError> {
+        Ok(input.into().into_bytes())
+    }
 }

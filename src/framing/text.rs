@@ -47,6 +47,10 @@ impl<T: Into<String>> Encode<T> for Text {
         frame.extend_from_slice(text.as_bytes());
         Ok(None)
     }
+
+    fn write_alone(text: T) -> Result<Bytes, BoxError> {
+        Ok(Bytes::from(text.into()))
+    }
 }
 
 /// The items a text channel carries, already encoded.
@@ -64,5 +68,9 @@ impl Encode<Record<Text>> for Text {
 
     fn write(record: Record<Text>, frame: &mut BytesMut) -> Result<Option<Bytes>, BoxError> {
         Ok(write_item(record, frame))
+    }
+
+    fn write_alone(record: Record<Text>) -> Result<Bytes, BoxError> {
+        Ok(sealed::WireItem::into_bytes(record))
     }
 }

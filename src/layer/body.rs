@@ -7,7 +7,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{Arc, OnceLock},
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
@@ -15,6 +15,7 @@ use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 
 use super::{scan::Scanner, track::Tracker, Config, Signal};
 use crate::{framing::Streaming, BoxError, CloseReason};
@@ -37,6 +38,9 @@ pin_project! {
         timer: Option<Sleep>,
         phase: Phase,
         shutdown: Option<Signal>,
+        // The waker the shutdown signal will wake: the signal is polled (which takes its lock)
+        // only when the task's waker changes.
+        shutdown_waker: Option<Waker>,
         scanner: Scanner,
         tracker: Tracker,
     }
@@ -51,6 +55,9 @@ pin_project! {
             if this.phase.forwards_inner() && this.inner.is_end_stream() {
                 this.tracker.report(CloseReason::Completed);
             }
+            // Reported before the inner body goes, so that a linked channel learns the
+            // layer's reason rather than just its body being dropped.
+            this.tracker.report_dropped();
         }
     }
 }
@@ -114,6 +121,7 @@ impl<B: Body> SseLayerBody<B> {
             timer: None,
             phase,
             shutdown,
+            shutdown_waker: None,
             scanner: Scanner::new(),
             tracker,
         }
@@ -132,10 +140,11 @@ fn next_deadline(tracker: &Tracker) -> Option<Instant> {
     }
 }
 
-/// Rounds a keep-alive deadline up to a grid that every stream in the process shares, by at
+/// Rounds a keep-alive deadline down to a grid that every stream in the process shares, by at
 /// most a sixteenth of the interval (and never more than a second). The keep-alives of many
 /// idle streams then fall due together and the runtime wakes once for a batch of them instead
-/// of once each, which is most of what an idle stream costs in CPU.
+/// of once each, which is most of what an idle stream costs in CPU. Rounding down keeps every
+/// keep-alive within its interval, to the nanosecond, even under tokio's paused clock.
 fn coalesce(due: Instant, interval: Duration) -> Instant {
     static GRID_START: OnceLock<Instant> = OnceLock::new();
     let start = *GRID_START.get_or_init(Instant::now);
@@ -144,25 +153,46 @@ fn coalesce(due: Instant, interval: Duration) -> Instant {
     if step == 0 {
         return due;
     }
-    let rounded = since_start.div_ceil(step) * step;
+    let rounded = since_start - since_start % step;
     u64::try_from(rounded)
         .ok()
         .and_then(|nanos| start.checked_add(Duration::from_nanos(nanos)))
         .unwrap_or(due)
 }
 
-/// Checks the shutdown signal: a cheap look while the stream is busy, a poll that registers
-/// for a wake-up when it is idle. Forgets the signal once it fired.
-fn shutdown_fired(signal: &mut Option<Signal>, cx: Option<&mut Context<'_>>) -> bool {
+/// Checks the shutdown signal: a cheap look while the stream is busy, and when it is idle a
+/// poll that registers for a wake-up. Polling the shared signal takes a lock that every
+/// stream shares, so with a token (whose state is one atomic load away) it is polled only
+/// when the task's waker is not the one it already holds. Forgets the signal once it fired.
+fn shutdown_fired(
+    signal: &mut Option<Signal>,
+    registered: &mut Option<Waker>,
+    token: Option<&CancellationToken>,
+    cx: Option<&mut Context<'_>>,
+) -> bool {
     let Some(shared) = signal else { return false };
-    let fired = match cx {
-        None => shared.peek().is_some(),
-        Some(cx) => Pin::new(shared).poll(cx).is_ready(),
+    let fired = match (cx, token) {
+        (None, None) => shared.peek().is_some(),
+        (None, Some(token)) => token.is_cancelled(),
+        (Some(cx), None) => Pin::new(shared).poll(cx).is_ready(),
+        (Some(cx), Some(token)) => {
+            token.is_cancelled()
+                || (!registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && {
+                    *registered = Some(cx.waker().clone());
+                    Pin::new(shared).poll(cx).is_ready()
+                })
+        }
     };
     if fired {
         *signal = None;
+        *registered = None;
     }
     fired
+}
+
+/// The error an aborted stream ends with.
+fn unfinished_event(reason: CloseReason) -> BoxError {
+    format!("{reason}, and the event in flight did not finish within the finish timeout").into()
 }
 
 impl<B> Body for SseLayerBody<B>
@@ -191,8 +221,18 @@ where
                     }
                 }
                 Phase::Streaming => {
-                    if shutdown_fired(this.shutdown, None) {
-                        *this.phase = Phase::Finishing(CloseReason::Shutdown);
+                    if shutdown_fired(
+                        this.shutdown,
+                        this.shutdown_waker,
+                        this.tracker.config.shutdown_token.as_ref(),
+                        None,
+                    ) {
+                        begin_finish(
+                            CloseReason::Shutdown,
+                            this.phase,
+                            this.timer.as_mut(),
+                            this.tracker,
+                        );
                         continue;
                     }
                     let polled = this.inner.as_mut().poll_frame(cx);
@@ -203,8 +243,18 @@ where
                         let scanner = Some(&mut *this.scanner);
                         return forward(polled, &this.inner, this.phase, this.tracker, scanner);
                     }
-                    if shutdown_fired(this.shutdown, Some(cx)) {
-                        *this.phase = Phase::Finishing(CloseReason::Shutdown);
+                    if shutdown_fired(
+                        this.shutdown,
+                        this.shutdown_waker,
+                        this.tracker.config.shutdown_token.as_ref(),
+                        Some(cx),
+                    ) {
+                        begin_finish(
+                            CloseReason::Shutdown,
+                            this.phase,
+                            this.timer.as_mut(),
+                            this.tracker,
+                        );
                         continue;
                     }
                     let Some(timer) = this.timer.as_mut().as_pin_mut() else {
@@ -218,13 +268,19 @@ where
                     if this.tracker.config.keep_alive.is_none()
                         || this.tracker.end_at().is_some_and(|end| deadline >= end)
                     {
-                        *this.phase = Phase::Finishing(CloseReason::TimedOut);
+                        begin_finish(
+                            CloseReason::TimedOut,
+                            this.phase,
+                            this.timer.as_mut(),
+                            this.tracker,
+                        );
                         continue;
                     }
                     // The stream has been silent for a whole keep-alive interval.
                     rearm(this.timer.as_mut(), this.tracker);
                     if this.scanner.at_boundary() {
                         let keep_alive = this.tracker.config.keep_alive_bytes.clone();
+                        this.scanner.own_bytes_written();
                         return own_bytes(keep_alive, this.tracker);
                     }
                     // Mid-event: wait another interval; the loop polls the timer again so that
@@ -236,6 +292,19 @@ where
                         continue;
                     }
                     let polled = this.inner.as_mut().poll_frame(cx);
+                    if polled.is_pending() {
+                        let timed_out = match this.timer.as_mut().as_pin_mut() {
+                            Some(timer) => timer.poll(cx).is_ready(),
+                            None => false,
+                        };
+                        if !timed_out {
+                            return Poll::Pending;
+                        }
+                        // The event in flight cannot be completed: abort.
+                        *this.phase = Phase::Done;
+                        this.tracker.report(reason);
+                        return Poll::Ready(Some(Err(unfinished_event(reason))));
+                    }
                     let (phase, tracker, scanner) = (this.phase, this.tracker, this.scanner);
                     return finish_event(polled, reason, phase, tracker, scanner);
                 }
@@ -271,6 +340,26 @@ where
             Phase::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
+    }
+}
+
+/// Decides to end the stream for `reason` (linked channels stop taking events at once), and
+/// gives the event in flight the finish timeout to complete.
+fn begin_finish(
+    reason: CloseReason,
+    phase: &mut Phase,
+    mut timer: Pin<&mut Option<Sleep>>,
+    tracker: &Tracker,
+) {
+    tracker.decide(reason);
+    *phase = Phase::Finishing(reason);
+    let Some(give_up) = Instant::now().checked_add(tracker.config.finish_timeout) else {
+        timer.set(None);
+        return;
+    };
+    match timer.as_mut().as_pin_mut() {
+        Some(timer) => timer.reset(give_up),
+        None => timer.set(Some(sleep_until(give_up))),
     }
 }
 
@@ -323,12 +412,15 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let frame = match inner_frame(polled, phase, tracker) {
+    let mut frame = match inner_frame(polled, phase, tracker) {
         Ok(frame) => frame,
         Err(instead) => return instead,
     };
-    if let Some(data) = frame.data_ref() {
-        let events = scanner.map_or(0, |scanner| scanner.scan(data));
+    if let Some(data) = frame.data_mut() {
+        let events = scanner.map_or(0, |scanner| {
+            scanner.strip_joined_lf(data);
+            scanner.scan(data)
+        });
         tracker.record(data.len(), events);
     }
     if inner.is_end_stream() {
@@ -355,6 +447,7 @@ fn finish_event<D: Buf, E: Into<BoxError>>(
         Ok(data) => data,
         Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
     };
+    scanner.strip_joined_lf(&mut data);
     let mut events = 0;
     if let Some(mut end) = scanner.until_event_end(&data) {
         if scanner.joins_pending_cr(data.get(end)) {
@@ -385,7 +478,7 @@ impl<B: Body> fmt::Debug for SseLayerBody<B> {
 /// through the layer, so no handle hears of it.
 impl<B: Body + Default> Default for SseLayerBody<B> {
     fn default() -> Self {
-        let (_, tracker) = Tracker::start(super::SseLayer::new().config);
+        let (_, tracker) = Tracker::start(super::SseLayer::new().config, &http::Extensions::new());
         Self::pass_through(B::default(), tracker)
     }
 }
@@ -399,7 +492,7 @@ mod tests {
     use super::coalesce;
 
     #[test]
-    fn keep_alive_deadlines_round_up_to_one_shared_grid() {
+    fn keep_alive_deadlines_round_down_to_one_shared_grid() {
         let interval = Duration::from_secs(16);
         let step = Duration::from_secs(1);
         let now = Instant::now();
@@ -408,10 +501,10 @@ mod tests {
             .collect();
         let rounded: Vec<Instant> = dues.iter().map(|&due| coalesce(due, interval)).collect();
         for (due, at) in dues.iter().zip(&rounded) {
-            assert!(*at >= *due, "a keep-alive never comes early");
+            assert!(*at <= *due, "a keep-alive is never late");
             assert!(
-                *at - *due <= step,
-                "and at most a sixteenth of the interval late"
+                *due - *at < step,
+                "and at most a sixteenth of the interval early"
             );
         }
         // 350 ms of spread deadlines fall on at most two grid points.
@@ -425,6 +518,6 @@ mod tests {
         let interval = Duration::from_millis(160);
         let due = Instant::now() + interval;
         let at = coalesce(due, interval);
-        assert!(at >= due && at - due <= Duration::from_millis(10));
+        assert!(at <= due && due - at < Duration::from_millis(10));
     }
 }

@@ -25,6 +25,9 @@ use crate::{CloseInfo, Event};
 /// The default keep-alive interval.
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// How long a stream that must end may take to do so, by default.
+const DEFAULT_FINISH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The hook called once per request when its response is over.
 type OnClose = Arc<dyn Fn(CloseInfo) + Send + Sync>;
 
@@ -51,7 +54,29 @@ type Signal = Shared<Pin<Box<dyn Future<Output = ()> + Send>>>;
 /// the item in flight (a line, or for text any frame); nothing of the layer's own goes into
 /// them: no keep-alive, comment or final event.
 ///
-/// Every other response passes through unchanged; its handle still reports how it ended.
+/// Every other response passes through unchanged (an event stream with a `content-encoding`
+/// included: compressed bytes have no boundaries to find); its handle still reports how it
+/// ended, and `on_close` says what it was ([`CloseInfo::status`](crate::CloseInfo::status),
+/// [`CloseInfo::streaming`](crate::CloseInfo::streaming)).
+///
+/// # Limits and clients that stop reading
+///
+/// The layer acts when hyper polls the body, and hyper stops polling it once the client stops
+/// reading: on HTTP/1.1 when the socket's buffers are full, on HTTP/2 when the stream's or the
+/// connection's flow-control window is spent (the socket may stay healthy). What each limit
+/// guarantees:
+///
+/// | limit | client reading | client stopped reading |
+/// | --- | --- | --- |
+/// | `max_duration` | ends at the next boundary, final event, clean end | on a guarded connection (a [`StallGuard`](crate::StallGuard) handle in the request): the connection is closed `max_duration` + [`finish_timeout`](Self::finish_timeout) after the request, over HTTP/1.1 and HTTP/2 (every stream of that HTTP/2 connection goes with it), reason `Stalled`; unguarded: no bound |
+/// | channel timeout | ends with its timeout event | as `max_duration`, for a channel linked to the request ([`SseConnection::link`](crate::SseConnection::link)) |
+/// | graceful shutdown | ends at the next boundary, shutdown event, clean end | [`Shutdown`](crate::Shutdown) closes every guarded connection still open after its grace; without it, no bound |
+/// | [`finish_timeout`](Self::finish_timeout) | a stream whose inner body stalls mid-event after the decision to end is aborted (HTTP/1.1: connection closed; HTTP/2: stream reset) | see the rows above |
+/// | guard write timeout | never fires while writes progress | HTTP/1.1 and a full HTTP/2 socket: closed after the write timeout; an HTTP/2 flow-control stall does not fill the socket, so only the rows above apply |
+///
+/// A hub subscriber that lags is told (`LagPolicy`) when its body is next polled; one that is
+/// never polled holds only its place in the topic's bounded log, and its stream ends by the rows
+/// above.
 ///
 /// ```
 /// use std::time::Duration;
@@ -83,7 +108,10 @@ pub(crate) struct Config {
     max_duration: Option<Duration>,
     max_duration_event: Option<Bytes>,
     shutdown: Option<Signal>,
+    /// The token behind `shutdown`, when it is one: checked without a lock.
+    shutdown_token: Option<CancellationToken>,
     shutdown_event: Option<Bytes>,
+    finish_timeout: Duration,
     on_close: Option<OnClose>,
 }
 
@@ -99,7 +127,9 @@ impl SseLayer {
                 max_duration: None,
                 max_duration_event: None,
                 shutdown: None,
+                shutdown_token: None,
                 shutdown_event: None,
+                finish_timeout: DEFAULT_FINISH_TIMEOUT,
                 on_close: None,
             }),
         }
@@ -183,9 +213,15 @@ impl SseLayer {
     ///
     /// Cancel the same token that stops the server (for example through
     /// `axum::serve(..).with_graceful_shutdown(token.cancelled_owned())`), so that the server's
-    /// graceful shutdown completes instead of waiting on streams that never end.
+    /// graceful shutdown completes instead of waiting on streams that never end. Streams whose
+    /// client stopped reading are not polled and cannot end this way: [`Shutdown`] gives the
+    /// token, and closes the connections still open after a grace.
+    ///
+    /// [`Shutdown`]: crate::Shutdown
     pub fn graceful_shutdown(self, token: CancellationToken) -> Self {
-        self.graceful_shutdown_on(token.cancelled_owned())
+        let mut layer = self.graceful_shutdown_on(token.clone().cancelled_owned());
+        layer.config().shutdown_token = Some(token);
+        layer
     }
 
     /// Like [`graceful_shutdown`](Self::graceful_shutdown), with any future as the signal: the
@@ -196,6 +232,7 @@ impl SseLayer {
     {
         let signal: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(signal);
         self.config().shutdown = Some(signal.shared());
+        self.config().shutdown_token = None;
         self
     }
 
@@ -203,6 +240,21 @@ impl SseLayer {
     /// tells the client when to reconnect.
     pub fn shutdown_event(mut self, event: Event) -> Self {
         self.config().shutdown_event = Some(event.to_bytes());
+        self
+    }
+
+    /// How long a stream that must end (its `max_duration` passed, or the server is shutting
+    /// down) may take to get there; 5 s by default.
+    ///
+    /// * If the inner body stops in the middle of an event (a proxied upstream that stalls),
+    ///   the stream is aborted this long after the decision, since the event cannot be
+    ///   completed: HTTP/1.1 closes the connection, HTTP/2 resets the stream.
+    /// * If hyper stops polling the stream because the client stopped reading, the layer
+    ///   cannot act; on a connection guarded by a [`StallGuard`](crate::StallGuard) whose
+    ///   handle is in the request, the guard closes the connection once `max_duration` (or a
+    ///   linked channel's timeout) plus this grace has passed.
+    pub fn finish_timeout(mut self, grace: Duration) -> Self {
+        self.config().finish_timeout = grace;
         self
     }
 }
@@ -239,6 +291,7 @@ impl fmt::Debug for Config {
             .field("max_duration_event", &self.max_duration_event)
             .field("graceful_shutdown", &self.shutdown.is_some())
             .field("shutdown_event", &self.shutdown_event)
+            .field("finish_timeout", &self.finish_timeout)
             .field("on_close", &self.on_close.is_some())
             .finish()
     }

@@ -66,11 +66,12 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let (connection, tracker) = Tracker::start(self.config.clone());
-        request.extensions_mut().insert(connection);
+        let (connection, tracker) = Tracker::start(self.config.clone(), request.extensions());
+        request.extensions_mut().insert(connection.clone());
+        let inner = connection.scope(|| self.inner.call(request));
         ResponseFuture {
-            inner: self.inner.call(request),
             tracker: Some(tracker),
+            inner,
         }
     }
 }
@@ -90,11 +91,15 @@ pin_project! {
     ///
     /// Dropped before it completes, it reports
     /// [`CloseReason::Disconnected`](crate::CloseReason::Disconnected); an error from the inner
-    /// service is reported as [`CloseReason::Error`](crate::CloseReason::Error).
+    /// service is reported as [`CloseReason::Error`](crate::CloseReason::Error). While it polls
+    /// the inner service, a [`channel`](crate::channel) built there links itself to the
+    /// request's [`SseConnection`](crate::SseConnection).
     pub struct ResponseFuture<F> {
+        // First, so that a future dropped early reports (and tells linked channels why)
+        // before the inner future and what it holds are dropped.
+        tracker: Option<Tracker>,
         #[pin]
         inner: F,
-        tracker: Option<Tracker>,
     }
 }
 
@@ -107,7 +112,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let Some(tracker) = this.tracker.as_ref() else {
+            panic!("ResponseFuture polled after completion");
+        };
+        let inner = this.inner;
+        let result = ready!(tracker.connection.scope(|| inner.poll(cx)));
         let mut tracker = this
             .tracker
             .take()
@@ -120,7 +129,11 @@ where
             }
         };
         let (mut parts, body) = response.into_parts();
-        let body = match crate::framing::classify(&parts.headers, &body.size_hint()) {
+        // Compressed bytes have no boundaries to find: such a stream passes untouched.
+        let streaming = crate::framing::classify(&parts.headers, &body.size_hint())
+            .filter(|_| !parts.headers.contains_key(header::CONTENT_ENCODING));
+        tracker.responded(parts.status, streaming.is_some());
+        let body = match streaming {
             Some(streaming) => {
                 set_sse_headers(&mut parts.headers);
                 SseLayerBody::stream(body, tracker, streaming)

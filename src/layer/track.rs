@@ -2,35 +2,50 @@
 
 use std::{fmt, sync::Arc};
 
+use http::{Extensions, StatusCode};
 use tokio::time::Instant;
 
 use super::Config;
-use crate::{CloseInfo, CloseReason, SseConnection};
+use crate::{CloseInfo, CloseReason, ConnectionHandle, SseConnection};
 
 /// The layer's record of one response: its options, the request's [`SseConnection`], when it
 /// started and what was written. It travels with the response (future, then body) and reports
 /// the end exactly once; dropped before reporting, it reports
-/// [`CloseReason::Disconnected`].
+/// [`CloseReason::Disconnected`], or why the guard closed the connection.
 pub(crate) struct Tracker {
     pub(crate) config: Arc<Config>,
-    connection: SseConnection,
+    pub(crate) connection: SseConnection,
     started: Instant,
     events: u64,
     bytes: u64,
+    status: Option<StatusCode>,
+    streaming: bool,
 }
 
 impl Tracker {
     /// Starts tracking a request that reaches the layer now; returns the handle for it.
-    pub(crate) fn start(config: Arc<Config>) -> (SseConnection, Tracker) {
-        let connection = SseConnection::new();
+    pub(crate) fn start(config: Arc<Config>, extensions: &Extensions) -> (SseConnection, Tracker) {
+        let connection = SseConnection::new(connection_handle(extensions), config.finish_timeout);
         let tracker = Tracker {
             config,
             connection: connection.clone(),
             started: Instant::now(),
             events: 0,
             bytes: 0,
+            status: None,
+            streaming: false,
         };
         (connection, tracker)
+    }
+
+    /// Notes what the response is; an event stream gets its time limit watched by the guard
+    /// as well, for when hyper stops polling it.
+    pub(crate) fn responded(&mut self, status: StatusCode, streaming: bool) {
+        self.status = Some(status);
+        self.streaming = streaming;
+        if let (true, Some(end)) = (streaming, self.end_at()) {
+            self.connection.end_by(end);
+        }
     }
 
     /// When the stream must end under the `max_duration` option.
@@ -45,25 +60,57 @@ impl Tracker {
         self.events += events;
     }
 
-    /// Ends the response with this reason, unless it already ended.
+    /// Decides to end the stream for this reason (unless an ending was decided already):
+    /// linked channels stop taking events at once.
+    pub(crate) fn decide(&self, reason: CloseReason) -> CloseReason {
+        self.connection.decide(reason)
+    }
+
+    /// Ends the response with this reason (or the one decided before), unless it already
+    /// ended.
     pub(crate) fn report(&mut self, reason: CloseReason) {
-        if !self.connection.close(reason) {
+        let Some(reason) = self.connection.close(reason) else {
             return;
-        }
+        };
         if let Some(on_close) = &self.config.on_close {
             on_close(CloseInfo {
                 reason,
                 duration: self.started.elapsed(),
                 events: self.events,
                 bytes: self.bytes,
+                status: self.status,
+                streaming: self.streaming,
             });
         }
     }
+
+    /// Reports a response dropped before its end: the client went away, or the guard closed
+    /// its connection.
+    pub(crate) fn report_dropped(&mut self) {
+        let reason = self
+            .connection
+            .guard_reason()
+            .unwrap_or(CloseReason::Disconnected);
+        self.report(reason);
+    }
+}
+
+/// The guarded connection the request arrived on, if the server put its handle in the request
+/// (as an extension, or as axum connect info).
+fn connection_handle(extensions: &Extensions) -> Option<ConnectionHandle> {
+    if let Some(handle) = extensions.get::<ConnectionHandle>() {
+        return Some(handle.clone());
+    }
+    #[cfg(feature = "axum")]
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<ConnectionHandle>>() {
+        return Some(info.0.clone());
+    }
+    None
 }
 
 impl Drop for Tracker {
     fn drop(&mut self) {
-        self.report(CloseReason::Disconnected);
+        self.report_dropped();
     }
 }
 
