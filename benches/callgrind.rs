@@ -4,13 +4,15 @@
 //! [`measured`]; `benches/callgrind/run.sh` runs it under callgrind with collection on only
 //! inside that function, for two values of `N`, and divides the difference by the operations
 //! in between. Nothing here reads a clock or depends on scheduling, so the same binary and the
-//! same arguments give the same count. `callgrind --list` prints each case with the number of
+//! same arguments give the same count. The `axum_body_*` cases are axum's `Sse` doing the same
+//! work, for a ratio that noise cannot move. `callgrind --list` prints each case with the number of
 //! operations one iteration is worth. Only the crate's public API is used.
 //!
 //!     bash benches/callgrind/run.sh            # compare with benches/callgrind/baseline.txt
 //!     bash benches/callgrind/run.sh --update   # rewrite the baseline
 
 use std::{
+    convert::Infallible,
     hint::black_box,
     pin::Pin,
     task::{Context, Poll},
@@ -24,15 +26,21 @@ use tower_sse::{Event, Hub, Parser, SseBody};
 /// Subscribers of the topic in `hub_delivery`: one iteration publishes once and delivers to
 /// each of them.
 const HUB_SUBSCRIBERS: usize = 100;
+/// Events per body frame in `body_token` and `body_tiny`.
+const BODY_EVENTS: usize = 1000;
 /// Iterations run before the measured ones, so that buffers, queues and logs are in their
 /// steady state (the hub's log is full and evicting) when counting starts.
 const WARM_UP: usize = 300;
 
 /// The cases: name, operations per iteration, and the function that sets one up.
-const CASES: [(&str, usize, fn() -> Box<dyn FnMut()>); 6] = [
+const CASES: [(&str, usize, fn() -> Box<dyn FnMut()>); 10] = [
     ("encode_token", 1, encode_token),
     ("encode_tiny", 1, encode_tiny),
     ("encode_json", 1, encode_json),
+    ("body_token", BODY_EVENTS, body_token),
+    ("body_tiny", BODY_EVENTS, body_tiny),
+    ("axum_body_token", 1, axum_body_token),
+    ("axum_body_tiny", 1, axum_body_tiny),
     ("emitter_send", 1, emitter_send),
     ("hub_delivery", HUB_SUBSCRIBERS, hub_delivery),
     ("parser_event", 1, parser_event),
@@ -82,19 +90,14 @@ fn measured(iterations: usize, operation: &mut dyn FnMut()) {
 /// An LLM token: `id`, `event: token` and three characters of data, to its wire bytes.
 fn encode_token() -> Box<dyn FnMut()> {
     Box::new(|| {
-        let event = Event::new()
-            .id(black_box("42"))
-            .and_then(|event| event.event(black_box("token")))
-            .expect("constant fields are valid")
-            .data(black_box(" to"));
-        black_box(event.to_bytes());
+        black_box(token_event().to_bytes());
     })
 }
 
 /// `data: hi`, to its wire bytes.
 fn encode_tiny() -> Box<dyn FnMut()> {
     Box::new(|| {
-        black_box(Event::new().data(black_box("hi")).to_bytes());
+        black_box(tiny_event().to_bytes());
     })
 }
 
@@ -106,6 +109,69 @@ fn encode_json() -> Box<dyn FnMut()> {
             .json_data(black_box(&chunk))
             .expect("the chunk serialises");
         black_box(event.to_bytes());
+    })
+}
+
+/// Token events built inside a stream and written by `SseBody`, as `cargo bench --bench encode`
+/// does: one iteration is one frame of `BODY_EVENTS` events.
+fn body_token() -> Box<dyn FnMut()> {
+    body_of(token_event)
+}
+
+/// `data: hi` built inside a stream and written by `SseBody`, `BODY_EVENTS` per frame.
+fn body_tiny() -> Box<dyn FnMut()> {
+    body_of(tiny_event)
+}
+
+/// The same token events through axum's `Sse`, boxed into `axum::body::Body` as an axum
+/// handler returns it: one event per frame (axum writes each event as its own frame).
+fn axum_body_token() -> Box<dyn FnMut()> {
+    axum_body_of(|| {
+        axum::response::sse::Event::default()
+            .id(black_box("42"))
+            .event(black_box("token"))
+            .data(black_box(" to"))
+    })
+}
+
+/// `data: hi` through axum's `Sse`, one event per frame.
+fn axum_body_tiny() -> Box<dyn FnMut()> {
+    axum_body_of(|| axum::response::sse::Event::default().data(black_box("hi")))
+}
+
+fn token_event() -> Event {
+    Event::new()
+        .id(black_box("42"))
+        .and_then(|event| event.event(black_box("token")))
+        .expect("constant fields are valid")
+        .data(black_box(" to"))
+}
+
+fn tiny_event() -> Event {
+    Event::new().data(black_box("hi"))
+}
+
+/// An endless stream of `make()` events in an `SseBody` whose frames hold exactly
+/// `BODY_EVENTS` of them; one iteration takes one frame.
+fn body_of(make: fn() -> Event) -> Box<dyn FnMut()> {
+    let event_len = make().to_bytes().len();
+    let events = futures::stream::repeat_with(move || Ok::<_, Infallible>(make()));
+    let mut body = Box::pin(SseBody::new(events).max_frame_bytes(BODY_EVENTS * event_len));
+    Box::new(move || {
+        let frame = next_frame(&mut body);
+        assert_eq!(frame.len(), BODY_EVENTS * event_len);
+        black_box(frame);
+    })
+}
+
+/// An endless stream of `make()` events in axum's `Sse`, as a handler's response body.
+fn axum_body_of(make: fn() -> axum::response::sse::Event) -> Box<dyn FnMut()> {
+    let events = futures::stream::repeat_with(move || Ok::<_, Infallible>(make()));
+    let response =
+        axum::response::IntoResponse::into_response(axum::response::sse::Sse::new(events));
+    let mut body = Box::pin(response.into_body());
+    Box::new(move || {
+        black_box(next_frame(&mut body));
     })
 }
 

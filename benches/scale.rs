@@ -202,9 +202,9 @@ fn parent() {
         println!();
         println!(
             "| scenario | proto | server | streams | at server | RSS before | RSS open | \
-             RSS/stream | idle CPU | RSS after leaving | publish p50 | p99 | last byte |"
+             RSS/stream | idle CPU | idle writes/s | RSS after leaving | after malloc_trim | publish p50 | p99 | last byte |"
         );
-        println!("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        println!("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     }
     for scenario in ["idle", "broadcast"] {
         if !settings.runs(scenario) {
@@ -250,7 +250,11 @@ fn parent() {
                 );
             }
             if let [hub, axum] = rates[..] {
-                println!("| {} | hub / axum | | | | | | {:.2}x |", protocol.name(), hub / axum);
+                println!(
+                    "| {} | hub / axum | | | | | | {:.2}x |",
+                    protocol.name(),
+                    hub / axum
+                );
             }
         }
     }
@@ -455,7 +459,9 @@ impl Clients {
                 DELIVERY_TIMEOUT.as_millis()
             ));
             let answer = process.expect("reached");
-            let mut fields = answer.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+            let mut fields = answer
+                .split_whitespace()
+                .map(|f| f.parse::<u64>().unwrap_or(0));
             received += fields.next().unwrap_or(0);
             last = last.max(fields.next().unwrap_or(0));
         }
@@ -489,7 +495,11 @@ struct Population {
     rss_before_kb: u64,
     rss_open_kb: u64,
     rss_left_kb: u64,
+    /// After the server handed its free heap pages back (`malloc_trim`).
+    rss_trimmed_kb: u64,
     idle_cpu_percent: f64,
+    /// Write system calls per second while idle: keep-alives, and how many share a write.
+    idle_writes_per_second: f64,
     streams_left: u64,
     publishes: Vec<(u64, u64, u64, u64)>,
 }
@@ -498,8 +508,10 @@ impl Population {
     fn print(&self, scenario: &str, protocol: Protocol, kind: &str) {
         let per_stream = (self.rss_open_kb as f64 - self.rss_before_kb as f64)
             / (self.at_server as f64 - WARM_UP as f64).max(1.0);
-        let left = 100.0 * (self.rss_left_kb as f64 - self.rss_before_kb as f64)
-            / self.rss_before_kb as f64;
+        let change = |after: u64| {
+            100.0 * (after as f64 - self.rss_before_kb as f64) / self.rss_before_kb as f64
+        };
+        let (left, trimmed) = (change(self.rss_left_kb), change(self.rss_trimmed_kb));
         let (p50, p99, last) = if self.publishes.is_empty() {
             ("".to_owned(), "".to_owned(), "".to_owned())
         } else {
@@ -512,16 +524,18 @@ impl Population {
         };
         let missed = self.publishes.iter().any(|p| p.0 < self.at_server);
         println!(
-            "| {scenario} | {} | {kind} | {} | {}{} | {} MB | {} MB | {per_stream:.2} KB | {:.3} % | {} MB ({left:+.1} %{}) | {p50} | {p99} | {last}{} |",
+            "| {scenario} | {} | {kind} | {} | {}{} | {:.1} MB | {:.1} MB | {per_stream:.2} KB | {:.3} % | {:.0} | {:.1} MB ({left:+.1} %{}) | {:.1} MB ({trimmed:+.1} %) | {p50} | {p99} | {last}{} |",
             protocol.name(),
             self.wanted,
             self.at_server,
             if self.at_server as usize == self.wanted { " ✓" } else { "" },
-            self.rss_before_kb / 1024,
-            self.rss_open_kb / 1024,
+            self.rss_before_kb as f64 / 1024.0,
+            self.rss_open_kb as f64 / 1024.0,
             self.idle_cpu_percent,
-            self.rss_left_kb / 1024,
+            self.idle_writes_per_second,
+            self.rss_left_kb as f64 / 1024.0,
             if self.streams_left == 0 { "" } else { ", streams left!" },
+            self.rss_trimmed_kb as f64 / 1024.0,
             if missed { " (some missed)" } else { "" },
         );
     }
@@ -555,8 +569,11 @@ fn population(
     let rss_open_kb = rss_kb(pid);
     let ticks = clock_ticks_per_second();
     let cpu_before = cpu_ticks(pid);
+    let writes_before = write_calls(pid);
     let started = Instant::now();
     std::thread::sleep(settings.idle);
+    let idle_writes_per_second =
+        write_calls(pid).saturating_sub(writes_before) as f64 / started.elapsed().as_secs_f64();
     let idle_cpu_percent = 100.0 * cpu_ticks(pid).saturating_sub(cpu_before) as f64
         / ticks as f64
         / started.elapsed().as_secs_f64();
@@ -589,8 +606,13 @@ fn population(
     let streams_left = server
         .wait_for_streams(warm.streams() as u64, Duration::from_secs(30))
         .saturating_sub(warm.streams() as u64);
+    server.process.send("prune");
+    server.process.expect("pruned");
     settle();
     let rss_left_kb = rss_kb(pid);
+    server.process.send("trim");
+    server.process.expect("trimmed");
+    let rss_trimmed_kb = rss_kb(pid);
     drop(warm);
     Population {
         wanted: streams,
@@ -598,7 +620,9 @@ fn population(
         rss_before_kb,
         rss_open_kb,
         rss_left_kb,
+        rss_trimmed_kb,
         idle_cpu_percent,
+        idle_writes_per_second,
         streams_left,
         publishes: results,
     }
@@ -606,9 +630,20 @@ fn population(
 
 /// `events` published back to back to `subscribers`: the deliveries counted at the clients
 /// and the seconds from the first publish to the last byte.
-fn sustained(settings: &Settings, protocol: Protocol, kind: &str, subscribers: usize) -> (u64, f64) {
+fn sustained(
+    settings: &Settings,
+    protocol: Protocol,
+    kind: &str,
+    subscribers: usize,
+) -> (u64, f64) {
     let mut server = Server::start(kind, false);
-    let mut clients = Clients::open(settings, protocol, server.addr, subscribers, settings.clients);
+    let mut clients = Clients::open(
+        settings,
+        protocol,
+        server.addr,
+        subscribers,
+        settings.clients,
+    );
     server.wait_for_streams(clients.streams() as u64, Duration::from_secs(30));
     settle();
     clients.reset();
@@ -629,8 +664,13 @@ fn latency(settings: &Settings, protocol: Protocol, nodelay: bool) {
         .into_iter()
         .map(|kind| {
             let mut server = Server::start(kind, nodelay);
-            let clients =
-                Clients::open(settings, protocol, server.addr, subscribers, settings.clients);
+            let clients = Clients::open(
+                settings,
+                protocol,
+                server.addr,
+                subscribers,
+                settings.clients,
+            );
             server.wait_for_streams(clients.streams() as u64, Duration::from_secs(30));
             (kind, server, clients)
         })
@@ -667,6 +707,13 @@ fn latency(settings: &Settings, protocol: Protocol, nodelay: bool) {
     }
 }
 
+/// Locks a mutex; a panic elsewhere cannot leave these lists inconsistent.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn percentile(sorted: &[u64], p: usize) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -696,7 +743,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     let after_name = &stat[stat.rfind(')').expect("a command name") + 1..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     ticks(11) + ticks(12)
 }
 
@@ -708,6 +760,18 @@ fn clock_ticks_per_second() -> u64 {
         .and_then(|out| String::from_utf8(out.stdout).ok())
         .and_then(|text| text.trim().parse().ok())
         .unwrap_or(100)
+}
+
+/// The write system calls a process made so far (`syscw` in `/proc/<pid>/io`).
+fn write_calls(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|line| line.strip_prefix("syscw:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// This process's soft limit on open files (benches/scale.sh raises it to the hard limit).
@@ -789,9 +853,10 @@ impl Body for Counted {
 }
 
 /// How the server publishes, per kind.
-#[derive(Clone)]
 enum Publisher {
     None,
+    /// The emitters of `tower-sse` streams, kept as a producer would keep them.
+    Emitters(Arc<Mutex<Vec<SseEmitter>>>),
     Hub(Topic),
     Broadcast(broadcast::Sender<Arc<str>>),
 }
@@ -816,15 +881,6 @@ fn router(kind: &str) -> (Router, Publisher) {
         "tower-sse" => {
             let emitters: Arc<Mutex<Vec<SseEmitter>>> = Arc::default();
             let kept = Arc::clone(&emitters);
-            // Emitters of streams that ended are let go, so that leaving streams free all.
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    kept.lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .retain(|emitter| !emitter.is_closed());
-                }
-            });
             let router = Router::new()
                 .route(
                     "/sse",
@@ -832,16 +888,13 @@ fn router(kind: &str) -> (Router, Publisher) {
                         let emitters = Arc::clone(&emitters);
                         async move {
                             let (emitter, body) = tower_sse::channel(64);
-                            emitters
-                                .lock()
-                                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                                .push(emitter);
+                            lock(&emitters).push(emitter);
                             tower_sse::response(body)
                         }
                     }),
                 )
                 .layer(SseLayer::new());
-            (router, Publisher::None)
+            (router, Publisher::Emitters(kept))
         }
         "axum" => (
             Router::new().route(
@@ -871,15 +924,16 @@ fn router(kind: &str) -> (Router, Publisher) {
         "axum-broadcast" => {
             let (sender, _) = broadcast::channel::<Arc<str>>(1024);
             let subscribe = sender.clone();
-            let router = Router::new().route(
-                "/sse",
-                get(move || {
-                    let receiver = subscribe.subscribe();
-                    async move {
-                        Sse::new(broadcast_events(receiver)).keep_alive(KeepAlive::default())
-                    }
-                }),
-            );
+            let router =
+                Router::new().route(
+                    "/sse",
+                    get(move || {
+                        let receiver = subscribe.subscribe();
+                        async move {
+                            Sse::new(broadcast_events(receiver)).keep_alive(KeepAlive::default())
+                        }
+                    }),
+                );
             (router, Publisher::Broadcast(sender))
         }
         other => {
@@ -916,15 +970,31 @@ fn serve(kind: &str) {
                 let service = TowerToHyperService::new(router.clone());
                 let builder = Arc::clone(&builder);
                 tokio::spawn(async move {
-                    let _ = builder.serve_connection(TokioIo::new(socket), service).await;
+                    let _ = builder
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
                 });
             }
         });
         let mut commands = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(command)) = commands.next_line().await {
             let mut words = command.split_whitespace();
-            match (words.next(), words.next().and_then(|n| n.parse::<usize>().ok())) {
+            match (
+                words.next(),
+                words.next().and_then(|n| n.parse::<usize>().ok()),
+            ) {
                 (Some("count"), _) => println!("count {}", OPEN_STREAMS.load(Ordering::Relaxed)),
+                (Some("prune"), _) => {
+                    // What a producer does once `closed()` tells it the client left.
+                    if let Publisher::Emitters(emitters) = &publisher {
+                        lock(emitters).retain(|emitter| !emitter.is_closed());
+                    }
+                    println!("pruned");
+                }
+                (Some("trim"), _) => {
+                    release_free_memory();
+                    println!("trimmed");
+                }
                 (Some("publish"), Some(events)) => {
                     let first = publish(&publisher, events).await;
                     println!("published {first}");
@@ -937,6 +1007,22 @@ fn serve(kind: &str) {
     });
 }
 
+/// Hands the heap's free pages back to the system, so that RSS shows what is still in use:
+/// glibc's malloc keeps freed memory in its arenas otherwise.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: malloc_trim only returns free memory of glibc's own arenas to the system.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
+
 /// Publishes `events` events, `PUBLISH_BATCH` between yields, each carrying its publish time
 /// as data; returns the first one's.
 async fn publish(publisher: &Publisher, events: usize) -> u64 {
@@ -944,7 +1030,7 @@ async fn publish(publisher: &Publisher, events: usize) -> u64 {
     for n in 0..events {
         let now = if n == 0 { first } else { now_ns() };
         match publisher {
-            Publisher::None => {}
+            Publisher::None | Publisher::Emitters(_) => {}
             Publisher::Hub(topic) => {
                 topic.publish(Event::new().data(now.to_string()));
             }
@@ -977,10 +1063,7 @@ impl Received {
         let now = now_ns();
         self.events.fetch_add(1, Ordering::Relaxed);
         self.last.fetch_max(now, Ordering::Relaxed);
-        self.latencies
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(now.saturating_sub(published) / 1000);
+        lock(&self.latencies).push(now.saturating_sub(published) / 1000);
     }
 }
 
@@ -1022,9 +1105,18 @@ impl Scanner {
 /// arrived since the last report, or at the timeout) and `report` (the latencies in µs,
 /// comma-separated; clears them and the count). Ends when its input closes.
 fn client(args: &[String]) {
-    let protocol = args.first().and_then(|p| Protocol::parse(p)).expect("h1 or h2");
-    let addr: SocketAddr = args.get(1).and_then(|a| a.parse().ok()).expect("an address");
-    let streams: usize = args.get(2).and_then(|n| n.parse().ok()).expect("a stream count");
+    let protocol = args
+        .first()
+        .and_then(|p| Protocol::parse(p))
+        .expect("h1 or h2");
+    let addr: SocketAddr = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .expect("an address");
+    let streams: usize = args
+        .get(2)
+        .and_then(|n| n.parse().ok())
+        .expect("a stream count");
     let per_connection: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(100);
     runtime().block_on(async move {
         let received = Arc::new(Received::default());
@@ -1053,17 +1145,12 @@ fn client(args: &[String]) {
                     );
                 }
                 ["reset"] => {
-                    received.latencies.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                    lock(&received.latencies).clear();
                     received.events.store(0, Ordering::Relaxed);
                     println!("reset");
                 }
                 ["report"] => {
-                    let latencies = std::mem::take(
-                        &mut *received
-                            .latencies
-                            .lock()
-                            .unwrap_or_else(|poisoned| poisoned.into_inner()),
-                    );
+                    let latencies = std::mem::take(&mut *lock(&received.latencies));
                     received.events.store(0, Ordering::Relaxed);
                     let list: Vec<String> = latencies.iter().map(u64::to_string).collect();
                     println!("report {}", list.join(","));
@@ -1086,7 +1173,9 @@ async fn open_h1(addr: SocketAddr, streams: usize, received: &Arc<Received>) -> 
             let mut socket = TcpStream::connect(addr).await.ok()?;
             socket.set_nodelay(true).ok()?;
             socket
-                .write_all(b"GET /sse HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n")
+                .write_all(
+                    b"GET /sse HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n",
+                )
                 .await
                 .ok()?;
             let mut head = Vec::new();
