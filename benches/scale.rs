@@ -110,6 +110,8 @@ fn main() {
 struct Settings {
     protocols: Vec<Protocol>,
     scenarios: Vec<String>,
+    idle_kinds: Vec<String>,
+    broadcast_kinds: Vec<String>,
     streams_h2: usize,
     streams_h1: usize,
     per_connection: usize,
@@ -140,6 +142,8 @@ impl Settings {
                 .filter_map(|name| Protocol::parse(name))
                 .collect(),
             scenarios: list("SCALE_SCENARIOS", "idle,broadcast,sustained,latency"),
+            idle_kinds: list("SCALE_IDLE_SERVERS", "tower-sse,axum"),
+            broadcast_kinds: list("SCALE_BROADCAST_SERVERS", "hub,axum-broadcast"),
             streams_h2: env_number("SCALE_STREAMS_H2", 2_000),
             streams_h1: env_number("SCALE_STREAMS_H1", 1_000),
             per_connection: env_number("SCALE_PER_CONNECTION", 100).max(1),
@@ -198,22 +202,23 @@ fn parent() {
         "scale: open-files limit {}, {} client processes, {} streams per HTTP/2 connection",
         settings.fd_limit, settings.clients, settings.per_connection
     );
+    let mut publish_rows = Vec::new();
     if settings.runs("idle") || settings.runs("broadcast") {
         println!();
         println!(
             "| scenario | proto | server | streams | at server | RSS before | RSS open | \
-             RSS/stream | idle CPU | idle writes/s | RSS after leaving | after malloc_trim | publish p50 | p99 | last byte |"
+             RSS/stream | idle CPU | idle writes/s | RSS after leaving | after malloc_trim |"
         );
-        println!("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        println!("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     }
     for scenario in ["idle", "broadcast"] {
         if !settings.runs(scenario) {
             continue;
         }
-        let kinds: [&str; 2] = if scenario == "idle" {
-            ["tower-sse", "axum"]
+        let kinds = if scenario == "idle" {
+            &settings.idle_kinds
         } else {
-            ["hub", "axum-broadcast"]
+            &settings.broadcast_kinds
         };
         let publishes = if scenario == "idle" {
             0
@@ -228,8 +233,25 @@ fn parent() {
             let streams = settings.streams(protocol, wanted);
             for kind in kinds {
                 let figures = population(&settings, protocol, kind, streams, publishes);
-                figures.print(scenario, protocol, kind);
+                println!("{}", figures.row(scenario, protocol, kind));
+                publish_rows.extend(figures.publish_row(protocol, kind));
             }
+        }
+    }
+    if !publish_rows.is_empty() {
+        println!();
+        println!(
+            "One publish at a time, each reaching every stream; per publish: streams reached, \
+             publish-to-receipt p50 and p99, publish to the last byte, the server's write calls \
+             and CPU time (ms)."
+        );
+        println!();
+        println!(
+            "| proto | server | streams | reached | p50 | p99 | last byte | writes | CPU ms |"
+        );
+        println!("|---|---|--:|--:|--:|--:|--:|--:|--:|");
+        for row in publish_rows {
+            println!("{row}");
         }
     }
     if settings.runs("sustained") {
@@ -502,42 +524,80 @@ struct Population {
     idle_writes_per_second: f64,
     streams_left: u64,
     publishes: Vec<(u64, u64, u64, u64)>,
+    /// The server's write calls during each publish's delivery.
+    writes_per_publish: Vec<u64>,
+    /// The server's CPU time (ms) during each publish's delivery.
+    cpu_per_publish: Vec<u64>,
 }
 
 impl Population {
-    fn print(&self, scenario: &str, protocol: Protocol, kind: &str) {
+    /// The row of the main table.
+    fn row(&self, scenario: &str, protocol: Protocol, kind: &str) -> String {
         let per_stream = (self.rss_open_kb as f64 - self.rss_before_kb as f64)
             / (self.at_server as f64 - WARM_UP as f64).max(1.0);
         let change = |after: u64| {
             100.0 * (after as f64 - self.rss_before_kb as f64) / self.rss_before_kb as f64
         };
-        let (left, trimmed) = (change(self.rss_left_kb), change(self.rss_trimmed_kb));
-        let (p50, p99, last) = if self.publishes.is_empty() {
-            ("".to_owned(), "".to_owned(), "".to_owned())
-        } else {
-            // The worst of the publishes.
-            let worst = |f: fn(&(u64, u64, u64, u64)) -> u64| {
-                let max = self.publishes.iter().map(f).max().unwrap_or(0);
-                format!("{:.1} ms", max as f64 / 1000.0)
-            };
-            (worst(|p| p.1), worst(|p| p.2), worst(|p| p.3))
-        };
-        let missed = self.publishes.iter().any(|p| p.0 < self.at_server);
-        println!(
-            "| {scenario} | {} | {kind} | {} | {}{} | {:.1} MB | {:.1} MB | {per_stream:.2} KB | {:.3} % | {:.0} | {:.1} MB ({left:+.1} %{}) | {:.1} MB ({trimmed:+.1} %) | {p50} | {p99} | {last}{} |",
+        let mb = |kb: u64| kb as f64 / 1024.0;
+        format!(
+            "| {scenario} | {} | {kind} | {} | {}{} | {:.1} MB | {:.1} MB | {per_stream:.2} KB | \
+             {:.3} % | {:.0} | {:.1} MB ({:+.1} %){} | {:.1} MB ({:+.1} %) |",
             protocol.name(),
             self.wanted,
             self.at_server,
-            if self.at_server as usize == self.wanted { " ✓" } else { "" },
-            self.rss_before_kb as f64 / 1024.0,
-            self.rss_open_kb as f64 / 1024.0,
+            if self.at_server as usize == self.wanted {
+                " ✓"
+            } else {
+                ""
+            },
+            mb(self.rss_before_kb),
+            mb(self.rss_open_kb),
             self.idle_cpu_percent,
             self.idle_writes_per_second,
-            self.rss_left_kb as f64 / 1024.0,
-            if self.streams_left == 0 { "" } else { ", streams left!" },
-            self.rss_trimmed_kb as f64 / 1024.0,
-            if missed { " (some missed)" } else { "" },
-        );
+            mb(self.rss_left_kb),
+            change(self.rss_left_kb),
+            if self.streams_left == 0 {
+                ""
+            } else {
+                " streams left!"
+            },
+            mb(self.rss_trimmed_kb),
+            change(self.rss_trimmed_kb),
+        )
+    }
+
+    /// The row of the publish table, if events were published.
+    fn publish_row(&self, protocol: Protocol, kind: &str) -> Option<String> {
+        if self.publishes.is_empty() {
+            return None;
+        }
+        let ms = |us: u64| format!("{:.1}", us as f64 / 1000.0);
+        let each = |f: fn(&(u64, u64, u64, u64)) -> u64| {
+            self.publishes
+                .iter()
+                .map(|p| ms(f(p)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let received: Vec<String> = self.publishes.iter().map(|p| p.0.to_string()).collect();
+        let joined = |values: &[u64]| {
+            values
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        Some(format!(
+            "| {} | {kind} | {} | {} | {} ms | {} ms | {} ms | {} | {} |",
+            protocol.name(),
+            self.at_server,
+            received.join(" / "),
+            each(|p| p.1),
+            each(|p| p.2),
+            each(|p| p.3),
+            joined(&self.writes_per_publish),
+            joined(&self.cpu_per_publish),
+        ))
     }
 }
 
@@ -579,9 +639,11 @@ fn population(
         / started.elapsed().as_secs_f64();
 
     let mut results = Vec::new();
+    let (mut writes_per_publish, mut cpu_per_publish) = (Vec::new(), Vec::new());
     let mut all = [warm, clients];
     for _ in 0..publishes {
         all.iter_mut().for_each(Clients::reset);
+        let (writes_before, cpu_before) = (write_calls(pid), cpu_ticks(pid));
         let published = server.publish(1);
         let (mut received, mut last) = (0, 0);
         let mut latencies = Vec::new();
@@ -592,6 +654,8 @@ fn population(
             latencies.extend(clients.take_latencies());
         }
         latencies.sort_unstable();
+        writes_per_publish.push(write_calls(pid).saturating_sub(writes_before));
+        cpu_per_publish.push(cpu_ticks(pid).saturating_sub(cpu_before) * 1000 / ticks);
         results.push((
             received,
             percentile(&latencies, 50),
@@ -625,6 +689,8 @@ fn population(
         idle_writes_per_second,
         streams_left,
         publishes: results,
+        writes_per_publish,
+        cpu_per_publish,
     }
 }
 
@@ -921,6 +987,19 @@ fn router(kind: &str) -> (Router, Publisher) {
                 .layer(SseLayer::new());
             (router, Publisher::Hub(topic))
         }
+        "hub-bare" => {
+            let hub = Hub::new();
+            let topic = hub.topic("scale");
+            let subscribe = topic.clone();
+            let router = Router::new().route(
+                "/sse",
+                get(move || {
+                    let body = SseBody::new(subscribe.subscribe());
+                    async move { tower_sse::response(body) }
+                }),
+            );
+            (router, Publisher::Hub(topic))
+        }
         "axum-broadcast" => {
             let (sender, _) = broadcast::channel::<Arc<str>>(1024);
             let subscribe = sender.clone();
@@ -987,7 +1066,9 @@ fn serve(kind: &str) {
                 (Some("prune"), _) => {
                     // What a producer does once `closed()` tells it the client left.
                     if let Publisher::Emitters(emitters) = &publisher {
-                        lock(emitters).retain(|emitter| !emitter.is_closed());
+                        let mut emitters = lock(emitters);
+                        emitters.retain(|emitter| !emitter.is_closed());
+                        emitters.shrink_to_fit();
                     }
                     println!("pruned");
                 }
