@@ -29,7 +29,7 @@ if ! command -v valgrind >/dev/null; then
   exit 1
 fi
 
-exe=$(cargo bench --bench callgrind --no-run --message-format=json \
+exe=$(cargo bench --all-features --bench callgrind --no-run --message-format=json \
   | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 if [ -z "$exe" ] || [ ! -x "$exe" ]; then
   echo "could not find the callgrind bench program" >&2
@@ -58,6 +58,14 @@ while read -r name operations; do
   two=$(count "$name" "$((2 * iterations))")
   echo "$name $(( (two - one + iterations * operations / 2) / (iterations * operations) ))" >>"$measured"
 done < <("$exe" --list)
+
+# The same work through axum's Sse, in instructions: a ratio no load can move.
+ratio() {
+  awk -v ours="$1" -v theirs="$2" '$1 == ours { a = $2 } $1 == theirs { b = $2 }
+    END { if (a > 0) printf "%.2fx", b / a }' "$measured"
+}
+echo "axum's Sse / tower-sse, instructions per event through the body:" \
+  "token $(ratio body_token axum_body_token), tiny $(ratio body_tiny axum_body_tiny)"
 
 if $update; then
   {
