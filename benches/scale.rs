@@ -33,6 +33,9 @@
 //!   broadcast, both servers up at once, one event every 100 ms to each, interleaved;
 //!   publish-to-receipt p50/p99, with and without `TCP_NODELAY` on the server's sockets.
 //!
+//! `SCALE_CYCLES` (default 1) repeats the coming and leaving of the streams, with the RSS after
+//! each cycle, so that memory kept at its high-water mark can be told from a leak.
+//!
 //! Publish times travel in the event data (nanoseconds of the system clock), so a client in
 //! another process computes the latency with the same clock. Defaults are small for a quick
 //! run; the full size, run through the wrapper that raises the open-files limit:
@@ -116,6 +119,7 @@ struct Settings {
     streams_h1: usize,
     per_connection: usize,
     clients: usize,
+    cycles: usize,
     idle: Duration,
     publishes: usize,
     sustained_subscribers: usize,
@@ -148,6 +152,7 @@ impl Settings {
             streams_h1: env_number("SCALE_STREAMS_H1", 1_000),
             per_connection: env_number("SCALE_PER_CONNECTION", 100).max(1),
             clients: env_number("SCALE_CLIENTS", 2).max(1),
+            cycles: env_number("SCALE_CYCLES", 1).max(1),
             idle: Duration::from_secs(env_number("SCALE_IDLE_SECONDS", 5) as u64),
             publishes: env_number("SCALE_PUBLISHES", 3),
             sustained_subscribers: env_number("SCALE_SUSTAINED_SUBSCRIBERS", 1_000),
@@ -519,6 +524,8 @@ struct Population {
     rss_left_kb: u64,
     /// After the server handed its free heap pages back (`malloc_trim`).
     rss_trimmed_kb: u64,
+    /// The same after each further cycle of the streams coming and leaving.
+    rss_cycles_kb: Vec<u64>,
     idle_cpu_percent: f64,
     /// Write system calls per second while idle: keep-alives, and how many share a write.
     idle_writes_per_second: f64,
@@ -541,7 +548,7 @@ impl Population {
         let mb = |kb: u64| kb as f64 / 1024.0;
         format!(
             "| {scenario} | {} | {kind} | {} | {}{} | {:.1} MB | {:.1} MB | {per_stream:.2} KB | \
-             {:.3} % | {:.0} | {:.1} MB ({:+.1} %){} | {:.1} MB ({:+.1} %) |",
+             {:.3} % | {:.0} | {:.1} MB ({:+.1} %){} | {:.1} MB ({:+.1} %){} |",
             protocol.name(),
             self.wanted,
             self.at_server,
@@ -563,6 +570,10 @@ impl Population {
             },
             mb(self.rss_trimmed_kb),
             change(self.rss_trimmed_kb),
+            self.rss_cycles_kb
+                .iter()
+                .map(|&kb| format!(", then {:.1} MB", mb(kb)))
+                .collect::<String>(),
         )
     }
 
@@ -677,8 +688,29 @@ fn population(
     server.process.send("trim");
     server.process.expect("trimmed");
     let rss_trimmed_kb = rss_kb(pid);
+    // Further cycles: the same streams come and go again; a leak would grow with each.
+    let mut rss_cycles_kb = Vec::new();
+    for _ in 1..settings.cycles {
+        let clients = Clients::open(
+            settings,
+            protocol,
+            server.addr,
+            streams.saturating_sub(warm.streams()),
+            settings.clients,
+        );
+        server.wait_for_streams(expected, Duration::from_secs(30));
+        drop(clients);
+        server.wait_for_streams(warm.streams() as u64, Duration::from_secs(30));
+        server.process.send("prune");
+        server.process.expect("pruned");
+        settle();
+        server.process.send("trim");
+        server.process.expect("trimmed");
+        rss_cycles_kb.push(rss_kb(pid));
+    }
     drop(warm);
     Population {
+        rss_cycles_kb,
         wanted: streams,
         at_server,
         rss_before_kb,
