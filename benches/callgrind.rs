@@ -32,18 +32,68 @@ const BODY_EVENTS: usize = 1000;
 /// steady state (the hub's log is full and evicting) when counting starts.
 const WARM_UP: usize = 300;
 
-/// The cases: name, operations per iteration, and the function that sets one up.
-const CASES: [(&str, usize, fn() -> Box<dyn FnMut()>); 10] = [
-    ("encode_token", 1, encode_token),
-    ("encode_tiny", 1, encode_tiny),
-    ("encode_json", 1, encode_json),
-    ("body_token", BODY_EVENTS, body_token),
-    ("body_tiny", BODY_EVENTS, body_tiny),
-    ("axum_body_token", 1, axum_body_token),
-    ("axum_body_tiny", 1, axum_body_tiny),
-    ("emitter_send", 1, emitter_send),
-    ("hub_delivery", HUB_SUBSCRIBERS, hub_delivery),
-    ("parser_event", 1, parser_event),
+/// One operation of a case, ready to run again and again.
+type Operation = Box<dyn FnMut()>;
+
+/// A case: its name, how many operations one iteration is worth, and what sets it up.
+struct Case {
+    name: &'static str,
+    operations: usize,
+    setup: fn() -> Operation,
+}
+
+/// The cases, in the order the script reports them.
+const CASES: [Case; 10] = [
+    Case {
+        name: "encode_token",
+        operations: 1,
+        setup: encode_token,
+    },
+    Case {
+        name: "encode_tiny",
+        operations: 1,
+        setup: encode_tiny,
+    },
+    Case {
+        name: "encode_json",
+        operations: 1,
+        setup: encode_json,
+    },
+    Case {
+        name: "body_token",
+        operations: BODY_EVENTS,
+        setup: body_token,
+    },
+    Case {
+        name: "body_tiny",
+        operations: BODY_EVENTS,
+        setup: body_tiny,
+    },
+    Case {
+        name: "axum_body_token",
+        operations: 1,
+        setup: axum_body_token,
+    },
+    Case {
+        name: "axum_body_tiny",
+        operations: 1,
+        setup: axum_body_tiny,
+    },
+    Case {
+        name: "emitter_send",
+        operations: 1,
+        setup: emitter_send,
+    },
+    Case {
+        name: "hub_delivery",
+        operations: HUB_SUBSCRIBERS,
+        setup: hub_delivery,
+    },
+    Case {
+        name: "parser_event",
+        operations: 1,
+        setup: parser_event,
+    },
 ];
 
 fn main() {
@@ -51,12 +101,12 @@ fn main() {
     let usage = "usage: callgrind --list | callgrind CASE ITERATIONS";
     match args.as_slice() {
         [list] if list == "--list" => {
-            for (name, operations, _) in CASES {
-                println!("{name} {operations}");
+            for case in &CASES {
+                println!("{} {}", case.name, case.operations);
             }
         }
         [name, iterations] => {
-            let Some((_, _, setup)) = CASES.iter().find(|(case, _, _)| case == name) else {
+            let Some(case) = CASES.iter().find(|case| case.name == name) else {
                 eprintln!("unknown case {name:?}; `callgrind --list` names them");
                 std::process::exit(2);
             };
@@ -64,7 +114,7 @@ fn main() {
                 eprintln!("{usage}");
                 std::process::exit(2);
             };
-            let mut operation = setup();
+            let mut operation = (case.setup)();
             for _ in 0..WARM_UP {
                 operation();
             }
@@ -88,21 +138,21 @@ fn measured(iterations: usize, operation: &mut dyn FnMut()) {
 }
 
 /// An LLM token: `id`, `event: token` and three characters of data, to its wire bytes.
-fn encode_token() -> Box<dyn FnMut()> {
+fn encode_token() -> Operation {
     Box::new(|| {
         black_box(token_event().to_bytes());
     })
 }
 
 /// `data: hi`, to its wire bytes.
-fn encode_tiny() -> Box<dyn FnMut()> {
+fn encode_tiny() -> Operation {
     Box::new(|| {
         black_box(tiny_event().to_bytes());
     })
 }
 
 /// A chat-completion chunk of about 200 bytes through `json_data`, to its wire bytes.
-fn encode_json() -> Box<dyn FnMut()> {
+fn encode_json() -> Operation {
     let chunk = Chunk::new();
     Box::new(move || {
         let event = Event::new()
@@ -114,18 +164,18 @@ fn encode_json() -> Box<dyn FnMut()> {
 
 /// Token events built inside a stream and written by `SseBody`, as `cargo bench --bench encode`
 /// does: one iteration is one frame of `BODY_EVENTS` events.
-fn body_token() -> Box<dyn FnMut()> {
+fn body_token() -> Operation {
     body_of(token_event)
 }
 
 /// `data: hi` built inside a stream and written by `SseBody`, `BODY_EVENTS` per frame.
-fn body_tiny() -> Box<dyn FnMut()> {
+fn body_tiny() -> Operation {
     body_of(tiny_event)
 }
 
 /// The same token events through axum's `Sse`, boxed into `axum::body::Body` as an axum
 /// handler returns it: one event per frame (axum writes each event as its own frame).
-fn axum_body_token() -> Box<dyn FnMut()> {
+fn axum_body_token() -> Operation {
     axum_body_of(|| {
         axum::response::sse::Event::default()
             .id(black_box("42"))
@@ -135,7 +185,7 @@ fn axum_body_token() -> Box<dyn FnMut()> {
 }
 
 /// `data: hi` through axum's `Sse`, one event per frame.
-fn axum_body_tiny() -> Box<dyn FnMut()> {
+fn axum_body_tiny() -> Operation {
     axum_body_of(|| axum::response::sse::Event::default().data(black_box("hi")))
 }
 
@@ -153,7 +203,7 @@ fn tiny_event() -> Event {
 
 /// An endless stream of `make()` events in an `SseBody` whose frames hold exactly
 /// `BODY_EVENTS` of them; one iteration takes one frame.
-fn body_of(make: fn() -> Event) -> Box<dyn FnMut()> {
+fn body_of(make: fn() -> Event) -> Operation {
     let event_len = make().to_bytes().len();
     let events = futures::stream::repeat_with(move || Ok::<_, Infallible>(make()));
     let mut body = Box::pin(SseBody::new(events).max_frame_bytes(BODY_EVENTS * event_len));
@@ -165,7 +215,7 @@ fn body_of(make: fn() -> Event) -> Box<dyn FnMut()> {
 }
 
 /// An endless stream of `make()` events in axum's `Sse`, as a handler's response body.
-fn axum_body_of(make: fn() -> axum::response::sse::Event) -> Box<dyn FnMut()> {
+fn axum_body_of(make: fn() -> axum::response::sse::Event) -> Operation {
     let events = futures::stream::repeat_with(move || Ok::<_, Infallible>(make()));
     let response =
         axum::response::IntoResponse::into_response(axum::response::sse::Sse::new(events));
@@ -176,7 +226,7 @@ fn axum_body_of(make: fn() -> axum::response::sse::Event) -> Box<dyn FnMut()> {
 }
 
 /// One `try_send` of a tiny event and the body frame that carries it.
-fn emitter_send() -> Box<dyn FnMut()> {
+fn emitter_send() -> Operation {
     let (emitter, body) = tower_sse::channel(64);
     let mut body = Box::pin(body);
     Box::new(move || {
@@ -191,7 +241,7 @@ fn emitter_send() -> Box<dyn FnMut()> {
 
 /// One publish of a tiny event to a topic and its delivery, as a body frame, to each of its
 /// subscribers.
-fn hub_delivery() -> Box<dyn FnMut()> {
+fn hub_delivery() -> Operation {
     let hub = Hub::builder().max_events(64).build();
     let topic = hub.topic("callgrind");
     let mut bodies: Vec<_> = (0..HUB_SUBSCRIBERS)
@@ -210,7 +260,7 @@ fn hub_delivery() -> Box<dyn FnMut()> {
 }
 
 /// One token event, as a server writes it, parsed back.
-fn parser_event() -> Box<dyn FnMut()> {
+fn parser_event() -> Operation {
     let mut parser = Parser::new();
     Box::new(move || {
         parser
