@@ -33,16 +33,19 @@
 //!   broadcast, both servers up at once, one event every 100 ms to each, interleaved;
 //!   publish-to-receipt p50/p99, with and without `TCP_NODELAY` on the server's sockets.
 //!
+//! The whole run stops after `SCALE_TIME_LIMIT` seconds (default 900) whatever happens.
 //! `SCALE_CYCLES` (default 1) repeats the coming and leaving of the streams, with the RSS after
 //! each cycle, so that memory kept at its high-water mark can be told from a leak.
 //!
 //! Publish times travel in the event data (nanoseconds of the system clock), so a client in
 //! another process computes the latency with the same clock. Defaults are small for a quick
-//! run; the full size, run through the wrapper that raises the open-files limit:
+//! run (about a minute); the full size, run through the wrapper that raises the open-files
+//! limit, one scenario at a time (each a minute or two; BENCHMARKS.md lists them all):
 //!
 //!     bash benches/scale.sh                  # quick: a few thousand streams
-//!     SCALE_STREAMS_H2=100000 SCALE_STREAMS_H1=19000 SCALE_SUSTAINED_SUBSCRIBERS=10000 \
-//!       SCALE_LATENCY_SUBSCRIBERS=1000 SCALE_LATENCY_EVENTS=100 SCALE_IDLE_SECONDS=30 \
+//!     SCALE_SCENARIOS=idle SCALE_PROTOCOLS=h2 SCALE_STREAMS_H2=100000 SCALE_IDLE_SECONDS=15 \
+//!       SCALE_SETTLE_SECONDS=2 bash benches/scale.sh
+//!     SCALE_SCENARIOS=sustained SCALE_SUSTAINED_SUBSCRIBERS=10000 SCALE_SUSTAINED_EVENTS=1000 \
 //!       bash benches/scale.sh
 
 use std::{
@@ -153,12 +156,12 @@ impl Settings {
             per_connection: env_number("SCALE_PER_CONNECTION", 100).max(1),
             clients: env_number("SCALE_CLIENTS", 2).max(1),
             cycles: env_number("SCALE_CYCLES", 1).max(1),
-            idle: Duration::from_secs(env_number("SCALE_IDLE_SECONDS", 5) as u64),
-            publishes: env_number("SCALE_PUBLISHES", 3),
+            idle: Duration::from_secs(env_number("SCALE_IDLE_SECONDS", 2) as u64),
+            publishes: env_number("SCALE_PUBLISHES", 2),
             sustained_subscribers: env_number("SCALE_SUSTAINED_SUBSCRIBERS", 1_000),
             sustained_events: env_number("SCALE_SUSTAINED_EVENTS", 100).min(1_000),
             latency_subscribers: env_number("SCALE_LATENCY_SUBSCRIBERS", 200),
-            latency_events: env_number("SCALE_LATENCY_EVENTS", 30),
+            latency_events: env_number("SCALE_LATENCY_EVENTS", 20),
             fd_limit,
         }
     }
@@ -203,6 +206,13 @@ impl Protocol {
 
 fn parent() {
     let settings = Settings::from_env();
+    // However the children behave, the run ends: leaving closes their inputs, which ends them.
+    let limit = Duration::from_secs(env_number("SCALE_TIME_LIMIT", 900) as u64);
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("scale: stopped after the time limit of {limit:?} (SCALE_TIME_LIMIT)");
+        std::process::exit(1);
+    });
     println!(
         "scale: open-files limit {}, {} client processes, {} streams per HTTP/2 connection",
         settings.fd_limit, settings.clients, settings.per_connection
@@ -819,9 +829,11 @@ fn percentile(sorted: &[u64], p: usize) -> u64 {
     sorted[((sorted.len() - 1) * p).div_ceil(100)]
 }
 
-/// Lets the server finish what the last requests started.
+/// Lets the server finish what the last requests started (`SCALE_SETTLE_SECONDS`, default 1).
 fn settle() {
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(
+        env_number("SCALE_SETTLE_SECONDS", 1) as u64
+    ));
 }
 
 /// The resident set of a process, in KB.
