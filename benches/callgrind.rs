@@ -43,7 +43,7 @@ struct Case {
 }
 
 /// The cases, in the order the script reports them.
-const CASES: [Case; 10] = [
+const CASES: [Case; 11] = [
     Case {
         name: "encode_token",
         operations: 1,
@@ -68,6 +68,11 @@ const CASES: [Case; 10] = [
         name: "body_tiny",
         operations: BODY_EVENTS,
         setup: body_tiny,
+    },
+    Case {
+        name: "boxed_body_token",
+        operations: BODY_EVENTS,
+        setup: boxed_body_token,
     },
     Case {
         name: "axum_body_token",
@@ -173,6 +178,12 @@ fn body_tiny() -> Operation {
     body_of(tiny_event)
 }
 
+/// The token events of `body_token` with the body boxed into `axum::body::Body`, as an axum
+/// handler hands it to hyper.
+fn boxed_body_token() -> Operation {
+    boxed_body_of(token_event)
+}
+
 /// The same token events through axum's `Sse`, boxed into `axum::body::Body` as an axum
 /// handler returns it: one event per frame (axum writes each event as its own frame).
 fn axum_body_token() -> Operation {
@@ -207,6 +218,19 @@ fn body_of(make: fn() -> Event) -> Operation {
     let event_len = make().to_bytes().len();
     let events = futures::stream::repeat_with(move || Ok::<_, Infallible>(make()));
     let mut body = Box::pin(SseBody::new(events).max_frame_bytes(BODY_EVENTS * event_len));
+    Box::new(move || {
+        let frame = next_frame(&mut body);
+        assert_eq!(frame.len(), BODY_EVENTS * event_len);
+        black_box(frame);
+    })
+}
+
+/// `body_of`, boxed into `axum::body::Body`.
+fn boxed_body_of(make: fn() -> Event) -> Operation {
+    let event_len = make().to_bytes().len();
+    let events = futures::stream::repeat_with(move || Ok::<_, Infallible>(make()));
+    let body = SseBody::new(events).max_frame_bytes(BODY_EVENTS * event_len);
+    let mut body = Box::pin(axum::body::Body::new(body));
     Box::new(move || {
         let frame = next_frame(&mut body);
         assert_eq!(frame.len(), BODY_EVENTS * event_len);
