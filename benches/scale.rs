@@ -962,12 +962,15 @@ impl Body for Counted {
     }
 }
 
-/// How the server publishes, per kind.
-enum Publisher {
+/// What the parent's commands act on in a server, per kind.
+enum Control {
+    /// Nothing to publish to (`axum`).
     None,
     /// The emitters of `tower-sse` streams, kept as a producer would keep them.
     Emitters(Arc<Mutex<Vec<SseEmitter>>>),
+    /// The topic every stream subscribes to (`hub`, `hub-bare`).
     Hub(Topic),
+    /// The broadcast channel every stream receives from (`axum-broadcast`).
     Broadcast(broadcast::Sender<Arc<str>>),
 }
 
@@ -986,8 +989,8 @@ fn broadcast_events(
     })
 }
 
-fn router(kind: &str) -> (Router, Publisher) {
-    let (router, publisher) = match kind {
+fn router(kind: &str) -> (Router, Control) {
+    let (router, control) = match kind {
         "tower-sse" => {
             let emitters: Arc<Mutex<Vec<SseEmitter>>> = Arc::default();
             let kept = Arc::clone(&emitters);
@@ -1004,7 +1007,7 @@ fn router(kind: &str) -> (Router, Publisher) {
                     }),
                 )
                 .layer(SseLayer::new());
-            (router, Publisher::Emitters(kept))
+            (router, Control::Emitters(kept))
         }
         "axum" => (
             Router::new().route(
@@ -1014,7 +1017,7 @@ fn router(kind: &str) -> (Router, Publisher) {
                         .keep_alive(KeepAlive::default())
                 }),
             ),
-            Publisher::None,
+            Control::None,
         ),
         "hub" => {
             let hub = Hub::new();
@@ -1029,7 +1032,7 @@ fn router(kind: &str) -> (Router, Publisher) {
                     }),
                 )
                 .layer(SseLayer::new());
-            (router, Publisher::Hub(topic))
+            (router, Control::Hub(topic))
         }
         "hub-bare" => {
             let hub = Hub::new();
@@ -1042,7 +1045,7 @@ fn router(kind: &str) -> (Router, Publisher) {
                     async move { tower_sse::response(body) }
                 }),
             );
-            (router, Publisher::Hub(topic))
+            (router, Control::Hub(topic))
         }
         "axum-broadcast" => {
             let (sender, _) = broadcast::channel::<Arc<str>>(1024);
@@ -1057,7 +1060,7 @@ fn router(kind: &str) -> (Router, Publisher) {
                         }
                     }),
                 );
-            (router, Publisher::Broadcast(sender))
+            (router, Control::Broadcast(sender))
         }
         other => {
             eprintln!("unknown server {other:?}");
@@ -1067,7 +1070,7 @@ fn router(kind: &str) -> (Router, Publisher) {
     let router = router.layer(axum::middleware::map_response(
         |response: Response| async move { response.map(|body| AxumBody::new(Counted::new(body))) },
     ));
-    (router, publisher)
+    (router, control)
 }
 
 /// Server mode: serves `kind` on a loopback port and answers the parent's commands on stdin:
@@ -1076,7 +1079,7 @@ fn serve(kind: &str) {
     let nodelay = env_number("SCALE_NODELAY", 0) == 1;
     let max_streams = env_number("SCALE_MAX_STREAMS", 1_000) as u32;
     runtime().block_on(async move {
-        let (router, publisher) = router(kind);
+        let (router, control) = router(kind);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         println!("listening {}", listener.local_addr().expect("the address"));
         tokio::spawn(async move {
@@ -1109,7 +1112,7 @@ fn serve(kind: &str) {
                 (Some("count"), _) => println!("count {}", OPEN_STREAMS.load(Ordering::Relaxed)),
                 (Some("prune"), _) => {
                     // What a producer does once `closed()` tells it the client left.
-                    if let Publisher::Emitters(emitters) = &publisher {
+                    if let Control::Emitters(emitters) = &control {
                         let mut emitters = lock(emitters);
                         emitters.retain(|emitter| !emitter.is_closed());
                         emitters.shrink_to_fit();
@@ -1121,7 +1124,7 @@ fn serve(kind: &str) {
                     println!("trimmed");
                 }
                 (Some("publish"), Some(events)) => {
-                    let first = publish(&publisher, events).await;
+                    let first = publish(&control, events).await;
                     println!("published {first}");
                 }
                 _ => eprintln!("unknown command {command:?}"),
@@ -1150,16 +1153,16 @@ fn release_free_memory() {}
 
 /// Publishes `events` events, `PUBLISH_BATCH` between yields, each carrying its publish time
 /// as data; returns the first one's.
-async fn publish(publisher: &Publisher, events: usize) -> u64 {
+async fn publish(control: &Control, events: usize) -> u64 {
     let first = now_ns();
     for n in 0..events {
         let now = if n == 0 { first } else { now_ns() };
-        match publisher {
-            Publisher::None | Publisher::Emitters(_) => {}
-            Publisher::Hub(topic) => {
+        match control {
+            Control::None | Control::Emitters(_) => {}
+            Control::Hub(topic) => {
                 topic.publish(Event::new().data(now.to_string()));
             }
-            Publisher::Broadcast(sender) => {
+            Control::Broadcast(sender) => {
                 let _ = sender.send(now.to_string().into());
             }
         }
