@@ -65,7 +65,8 @@ pub type EventReceiver = Receiver<Sse>;
 ///
 /// The body writes events only: **keep-alives, the streaming headers, time limits and graceful
 /// shutdown come from [`SseLayer`](crate::SseLayer)** around the service. Other framings
-/// (NDJSON, JSON Lines, JSON text sequences, text) have [`framed_channel`].
+/// (NDJSON, JSON Lines, JSON text sequences, text) have [`framed_channel`]. An axum handler
+/// returns the body as it is with the crate's `axum` feature (see [`SseBody`]).
 ///
 /// ```
 /// # async fn handler() -> http::Response<tower_sse::SseBody<tower_sse::EventReceiver>> {

@@ -372,7 +372,7 @@ async fn a_stream_is_over_once_its_end_is_handed_over() {
             },
         ));
         let response = service.oneshot(Request::new(Empty::new())).await.unwrap();
-        let mut body = response.into_body();
+        let mut body = std::pin::pin!(response.into_body());
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(&frame.into_data().unwrap()[..], b"data: a\n\n");
         // The inner body has ended: the report goes out at once either way.

@@ -51,7 +51,8 @@ pin_project! {
     ///         Ok::<_, tower_sse::BoxError>(tower_sse::response(body))
     ///     });
     /// let response = service.oneshot(http::Request::new(())).await?;
-    /// let mut body: ResponseBody<SseBody<EventReceiver>> = response.into_body();
+    /// let body: ResponseBody<SseBody<EventReceiver>> = response.into_body();
+    /// let mut body = std::pin::pin!(body); // it holds a timer: not `Unpin`
     /// let last = body.frame().await.unwrap()?.into_data().unwrap();
     /// assert_eq!(&last[..], b"data: last\n\n");
     /// assert!(!body.is_end_stream()); // not yet: the end is handed over first
