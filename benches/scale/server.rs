@@ -274,7 +274,8 @@ async fn publish(control: &Control, events: usize) -> u64 {
         match control {
             Control::None | Control::Emitters(_) => {}
             Control::Hub(topic) => {
-                topic.publish(Event::new().data(now.to_string()));
+                let published = topic.publish(Event::new().data(now.to_string())).await;
+                published.expect("the in-memory hub never fails");
             }
             Control::Broadcast(sender) => {
                 let _ = sender.send(now.to_string().into());
