@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" cargo doc --all-features --no-deps
 
 doc="${CARGO_TARGET_DIR:-target}/doc/tower_sse"
-# The axum glue (IntoResponse for SseBody) and `Event::json_data` must say which feature they need.
-for check in "struct.SseBody.html:axum" "struct.Event.html:json"; do
+# The axum glue (IntoResponse for SseBody, which is a FramedBody) and `Event::json_data` must say
+# which feature they need.
+for check in "struct.FramedBody.html:axum" "struct.Event.html:json"; do
   page="$doc/${check%%:*}"
   feature="${check##*:}"
   if ! grep -q "Available on <strong>crate feature <code>$feature</code>" "$page"; then
