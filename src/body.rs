@@ -28,8 +28,31 @@ const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// The body of a Server-Sent Events response: a [`FramedBody`] in the [`Sse`] framing.
 ///
-/// It writes events only: keep-alives, the streaming headers, time limits and graceful
-/// shutdown come from [`SseLayer`](crate::SseLayer) around the service, not from the body.
+/// It writes events only: **keep-alives, the streaming headers, time limits and graceful
+/// shutdown come from [`SseLayer`](crate::SseLayer)** around the service, not from the body.
+///
+/// **An axum handler may return it only with the crate's `axum` feature** (`tower-sse = {
+/// version = "0.1", features = ["axum"] }`). Without it the error never names the feature:
+/// ``the trait `IntoResponse` is not implemented for `SseBody<EventReceiver>` ``, or
+/// ``the trait `Handler<_, _>` is not implemented for fn item``.
+///
+/// ```
+/// # #[cfg(feature = "axum")] mod handler {
+/// use futures::stream::{self, Stream};
+/// use tower_sse::{Event, SseBody};
+///
+/// // With the `axum` feature, the body is the response: 200, `text/event-stream`.
+/// async fn ticks() -> SseBody<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
+///     SseBody::new(stream::iter((1..=3).map(|n| Ok(Event::new().data(n.to_string())))))
+/// }
+///
+/// pub fn app() -> axum::Router {
+///     axum::Router::new()
+///         .route("/ticks", axum::routing::get(ticks))
+///         .layer(tower_sse::SseLayer::new())
+/// }
+/// # }
+/// ```
 pub type SseBody<S> = FramedBody<Sse, S>;
 
 pin_project! {
@@ -80,7 +103,12 @@ enum State {
     ErrorAfterData(BoxError),
     /// The error is next.
     Error(BoxError),
-    /// The stream ended (cleanly or with an error already reported).
+    /// The stream ended and every item is handed over: the end is next. The body says it is
+    /// over only once it handed over `None`, one poll later than it could, so that the layers
+    /// around it see that `None` (TraceLayer's `on_eos` waits for it; hyper polls no further
+    /// once a body reports its end).
+    Ending,
+    /// The end, or an error, was handed over.
     Done,
 }
 
@@ -136,7 +164,7 @@ where
                 return Poll::Pending;
             }
             State::Error(err) => return Poll::Ready(Some(Err(err))),
-            State::Done => return Poll::Ready(None),
+            State::Ending | State::Done => return Poll::Ready(None),
         }
         if let Some(bytes) = this.held.take() {
             return Poll::Ready(Some(Ok(Frame::data(bytes))));
@@ -199,7 +227,7 @@ where
                     break;
                 }
                 Poll::Ready(None) => {
-                    *this.state = State::Done;
+                    *this.state = State::Ending;
                     break;
                 }
                 Poll::Pending if this.frame.is_empty() && lone.is_none() => {
@@ -220,20 +248,20 @@ where
             };
         }
         if this.frame.is_empty() {
+            *this.state = State::Done;
             return Poll::Ready(None);
         }
         Poll::Ready(Some(Ok(Frame::data(this.frame.split().freeze()))))
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done) && self.frame.is_empty() && self.held.is_none()
+        matches!(self.state, State::Done)
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.is_end_stream() {
-            SizeHint::with_exact(0)
-        } else {
-            SizeHint::default()
+        match self.state {
+            State::Ending | State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
         }
     }
 }

@@ -9,6 +9,20 @@ use std::fmt;
 /// the `on_close` hook of [`SseLayer`](crate::SseLayer): a channel linked to its request's
 /// connection (see [`SseConnection::link`](crate::SseConnection::link)) reports the same reason
 /// as the layer.
+///
+/// ```
+/// use tower_sse::CloseReason;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (emitter, body) = tower_sse::channel(4);
+/// drop(body); // the client went away
+/// match emitter.closed().await {
+///     CloseReason::Disconnected => {} // stop producing: nobody reads
+///     other => panic!("{other}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CloseReason {

@@ -209,6 +209,17 @@ impl fmt::Debug for SseConnection {
 
 /// What the `on_close` hook of [`SseLayer`](crate::SseLayer) learns about a finished response,
 /// for logs and metrics.
+///
+/// ```
+/// use tower_sse::{CloseInfo, CloseReason, SseLayer};
+///
+/// let layer = SseLayer::new().on_close(|info: CloseInfo| {
+///     if info.streaming && info.reason != CloseReason::Completed {
+///         eprintln!("stream cut after {:?}: {} ({} events)", info.duration, info.reason, info.events);
+///     }
+/// });
+/// # drop(layer);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CloseInfo {

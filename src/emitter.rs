@@ -33,6 +33,25 @@ use crate::{
 };
 
 /// The sending half of a Server-Sent Events [`channel`].
+///
+/// ```
+/// use tower_sse::{test::collect_events, CloseReason, Event};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_sse::BoxError> {
+/// let (emitter, body) = tower_sse::channel(2);
+/// tokio::spawn(async move {
+///     emitter.send("plain text").await?; // waits while 2 events wait unread
+///     emitter.send(Event::new().event("answer")?.id("1")?.data("42")).await?;
+///     emitter.complete();
+///     assert_eq!(emitter.closed().await, CloseReason::Completed);
+///     Ok::<_, tower_sse::BoxError>(())
+/// });
+/// let events = collect_events(body).await?;
+/// assert_eq!((events[1].event.as_str(), events[1].data.as_str()), ("answer", "42"));
+/// # Ok(())
+/// # }
+/// ```
 pub type SseEmitter = Emitter<Sse>;
 
 /// The receiving half of a Server-Sent Events [`channel`], inside its [`SseBody`].
@@ -46,7 +65,8 @@ pub type EventReceiver = Receiver<Sse>;
 ///
 /// The body writes events only: **keep-alives, the streaming headers, time limits and graceful
 /// shutdown come from [`SseLayer`](crate::SseLayer)** around the service. Other framings
-/// (NDJSON, JSON Lines, JSON text sequences, text) have [`framed_channel`].
+/// (NDJSON, JSON Lines, JSON text sequences, text) have [`framed_channel`]. An axum handler
+/// returns the body as it is with the crate's `axum` feature (see [`SseBody`]).
 ///
 /// ```
 /// # async fn handler() -> http::Response<tower_sse::SseBody<tower_sse::EventReceiver>> {
@@ -97,6 +117,26 @@ where
 }
 
 /// Builds a [`channel`] with options: an overall timeout, and how errors are reported.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sse::{test::collect_events, ChannelBuilder, Event};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_sse::BoxError> {
+/// let (emitter, body) = ChannelBuilder::new(16)
+///     .timeout(Duration::from_secs(300)) // Spring's `new SseEmitter(300_000L)`
+///     .timeout_event(Event::new().event("timeout")?)
+///     .error_event(true) // `complete_with_error` writes a `stream-error` event
+///     .build();
+/// emitter.send("working").await?;
+/// emitter.complete_with_error("the model went away");
+/// let events = collect_events(body).await?;
+/// assert_eq!(events[1].event, "stream-error");
+/// assert_eq!(events[1].data, "the model went away");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ChannelBuilder<F: Framing = Sse> {
     capacity: usize,
@@ -318,6 +358,22 @@ impl<I> Shared<I> {
 /// Cheap to clone; clones feed the same stream, each item written whole, never interleaved.
 /// Every failed send hands the item back with the reason. When the last clone is dropped
 /// without [`complete`](Emitter::complete), the stream ends cleanly all the same.
+///
+/// ```
+/// use tower_sse::{framing::Text, CloseReason, SendErrorKind};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (emitter, body) = tower_sse::framed_channel(Text, 4);
+/// let second = emitter.clone();
+/// emitter.send("from one, ").await.unwrap();
+/// second.send("from the other").await.unwrap();
+/// drop(body); // the client went away
+/// let unsent = second.send("too late").await.unwrap_err();
+/// assert_eq!(unsent.kind(), SendErrorKind::Closed(CloseReason::Disconnected));
+/// assert_eq!(unsent.into_item(), "too late"); // handed back, not lost
+/// # }
+/// ```
 pub struct Emitter<F: Framing = Sse> {
     shared: Arc<Shared<F::Item>>,
 }

@@ -14,6 +14,18 @@ const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 const DEFAULT_MAX_BUFFER: usize = 1024 * 1024;
 
 /// One dispatched event, as a browser hands it to a `message` (or named) listener.
+///
+/// ```
+/// use tower_sse::Parser;
+///
+/// let mut parser = Parser::new();
+/// parser.feed(b"event: answer\nid: 7\ndata: 4\ndata: 2\n\n")?;
+/// let event = parser.next_event().unwrap();
+/// assert_eq!(event.event, "answer"); // "message" when the stream names none
+/// assert_eq!(event.data, "4\n2");
+/// assert_eq!(event.last_event_id, "7");
+/// # Ok::<(), tower_sse::ParseError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct MessageEvent {
     /// The event type: the last `event:` field of the event, or `"message"` when there was none

@@ -113,6 +113,10 @@ async fn the_end_is_reported_exactly() {
     assert_eq!(body.size_hint().exact(), None);
     let frame = body.frame().await.unwrap().unwrap();
     assert_eq!(frame.into_data().unwrap().len(), expected_bytes(3).len());
+    // Nothing is left, but the body says it is over only once it handed over its end, so that
+    // the layers around it (TraceLayer's `on_eos`) see that end too.
+    assert!(!body.is_end_stream());
+    assert_eq!(body.size_hint().exact(), Some(0));
     assert!(body.frame().await.is_none());
     assert!(body.is_end_stream());
     assert_eq!(body.size_hint().exact(), Some(0));

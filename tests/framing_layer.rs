@@ -31,7 +31,7 @@ const SOON: Duration = Duration::from_secs(5);
 fn busy_layer() -> SseLayer {
     SseLayer::new()
         .keep_alive(Duration::from_millis(30))
-        .comment_on_open("open")
+        .open_comment("open")
         .max_duration_event(Event::new().data("max"))
         .shutdown_event(Event::new().data("bye"))
 }

@@ -350,3 +350,37 @@ async fn other_responses_report_completed_or_disconnected() {
         }
     }
 }
+
+/// The layer's body says an event stream is over only once it handed over its end, even when
+/// the inner body knew its end with its last frame (so TraceLayer's `on_eos`, outside, sees
+/// it); any other body's end passes through as the inner body tells it.
+#[tokio::test]
+async fn a_stream_is_over_once_its_end_is_handed_over() {
+    use http_body::Body as _;
+    use tower::ServiceExt;
+
+    for content_type in [SSE, "application/json"] {
+        let (hook, seen) = recording_hook();
+        let service = SseLayer::new().on_close(hook).layer(tower::service_fn(
+            move |_: Request<Empty<Bytes>>| async move {
+                let mut response = Response::new(Full::new(Bytes::from_static(b"data: a\n\n")));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(content_type),
+                );
+                Ok::<_, Infallible>(response)
+            },
+        ));
+        let response = service.oneshot(Request::new(Empty::new())).await.unwrap();
+        let mut body = std::pin::pin!(response.into_body());
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(&frame.into_data().unwrap()[..], b"data: a\n\n");
+        // The inner body has ended: the report goes out at once either way.
+        assert_eq!(seen.lock().unwrap()[0].reason, CloseReason::Completed);
+        let streaming = content_type == SSE;
+        assert_eq!(body.is_end_stream(), !streaming, "{content_type}");
+        assert!(body.frame().await.is_none(), "{content_type}");
+        assert!(body.is_end_stream(), "{content_type}");
+        assert_eq!(seen.lock().unwrap().len(), 1, "{content_type}");
+    }
+}

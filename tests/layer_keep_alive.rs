@@ -99,7 +99,7 @@ async fn keep_alives_wait_for_silence_and_never_burst() {
 }
 
 #[tokio::test]
-async fn comment_text_event_and_comment_on_open() {
+async fn comment_text_event_and_open_comment() {
     let interval = Duration::from_millis(100);
     let cases = [
         (SseLayer::new().keep_alive(interval), &b""[..], &b":\n"[..]),
@@ -120,7 +120,7 @@ async fn comment_text_event_and_comment_on_open() {
         (
             SseLayer::new()
                 .keep_alive(interval)
-                .comment_on_open("hello proxy"),
+                .open_comment("hello proxy"),
             b": hello proxy\n",
             b":\n",
         ),

@@ -99,7 +99,7 @@ where
     S: Service<
             Request<Incoming>,
             Response = Response<
-                tower_sse::layer::SseLayerBody<tower_sse::SseBody<tower_sse::EventReceiver>>,
+                tower_sse::layer::ResponseBody<tower_sse::SseBody<tower_sse::EventReceiver>>,
             >,
             Error = Infallible,
         > + Clone

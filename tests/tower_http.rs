@@ -1,18 +1,18 @@
 //! `SseLayer` stacked with tower-http's usual middlewares, in the orders people write them, over
 //! real sockets (axum::serve on 127.0.0.1:0, HTTP/1.1 and HTTP/2):
 //!
-//! * the stack compiles (TimeoutLayer outside SseLayer needs `SseLayerBody: Default`);
+//! * the stack compiles (TimeoutLayer outside SseLayer needs `layer::ResponseBody: Default`);
 //! * CompressionLayer leaves the stream uncompressed and progressive: the first event and a
 //!   keep-alive arrive while the producer waits for the client to have seen them;
 //! * TimeoutLayer bounds the time to the response, not the stream: the stream outlives it
 //!   several times and ends cleanly, while a handler slower than it gets its 408;
-//! * TraceLayer sees every chunk up to the final event, and its request span closes when the
-//!   stream ends; CorsLayer's and RequestBodyLimitLayer's answers hold.
+//! * TraceLayer sees every chunk up to the final event, its `on_eos` hook fires when the stream
+//!   ends and its request span closes; CorsLayer's and RequestBodyLimitLayer's answers hold.
 //!
-//! TraceLayer's `on_eos` is not what tells the end: hyper stops polling a body that reports
-//! `is_end_stream()`, as these bodies do with their last frame, so it never sees the `None`
-//! that `on_eos` waits for (the same holds for any body that knows its end, tower-http issue
-//! 625). Its span closing is the signal that holds for every body.
+//! `on_eos` waits for the body's `None`, which hyper never asks for once a body reports
+//! `is_end_stream()` with its last frame: the crate's bodies report their end only after they
+//! handed over `None`, so it fires with SseLayer in any place, and without SseLayer around a
+//! channel's body.
 #![cfg(feature = "axum")]
 
 use std::{future::IntoFuture, net::SocketAddr, sync::Arc, time::Duration};
@@ -40,7 +40,7 @@ use tower_http::{
     timeout::TimeoutLayer,
     trace::{
         DefaultMakeSpan, DefaultOnRequest, DefaultOnResponse, HttpMakeClassifier, OnBodyChunk,
-        TraceLayer,
+        OnEos, TraceLayer,
     },
 };
 use tower_sse::{Event, EventName, SseConnection, SseLayer};
@@ -57,20 +57,23 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 const DONE: EventName = EventName::new("done");
 
-/// What the test and the server share: the producer's go signal and the chunks TraceLayer saw.
+/// What the test and the server share: the producer's go signal, the chunks TraceLayer saw and
+/// the ends of stream it saw.
 #[derive(Clone)]
 struct Probe {
     go: Arc<Notify>,
     chunks: mpsc::UnboundedSender<Bytes>,
+    ends: mpsc::UnboundedSender<()>,
 }
 
-/// TraceLayer with an `on_body_chunk` hook that hands each chunk to the test.
+/// TraceLayer with `on_body_chunk` and `on_eos` hooks that tell the test.
 type Trace = TraceLayer<
     HttpMakeClassifier,
     DefaultMakeSpan,
     DefaultOnRequest,
     DefaultOnResponse,
     RecordChunks,
+    RecordEos,
 >;
 
 #[derive(Clone)]
@@ -82,8 +85,19 @@ impl OnBodyChunk<Bytes> for RecordChunks {
     }
 }
 
+#[derive(Clone)]
+struct RecordEos(mpsc::UnboundedSender<()>);
+
+impl OnEos for RecordEos {
+    fn on_eos(self, _: Option<&http::HeaderMap>, _: Duration, _: &tracing::Span) {
+        let _ = self.0.send(());
+    }
+}
+
 fn trace(probe: &Probe) -> Trace {
-    TraceLayer::new_for_http().on_body_chunk(RecordChunks(probe.chunks.clone()))
+    TraceLayer::new_for_http()
+        .on_body_chunk(RecordChunks(probe.chunks.clone()))
+        .on_eos(RecordEos(probe.ends.clone()))
 }
 
 /// Reports every TraceLayer span (named `request`) that closes. `#[tokio::test]` runs the server and the
@@ -208,9 +222,11 @@ async fn check(stack_name: &str, make: impl Fn(&Probe) -> Router) {
             if http2 { "HTTP/2" } else { "HTTP/1.1" }
         );
         let (chunks_tx, mut chunks) = mpsc::unbounded_channel();
+        let (ends_tx, mut ends) = mpsc::unbounded_channel();
         let probe = Probe {
             go: Arc::new(Notify::new()),
             chunks: chunks_tx,
+            ends: ends_tx,
         };
         let (closes_tx, mut closes) = mpsc::unbounded_channel();
         let subscriber = tracing_subscriber::registry().with(SpanCloses(closes_tx));
@@ -249,9 +265,17 @@ async fn check(stack_name: &str, make: impl Fn(&Probe) -> Router) {
         tokio::time::sleep_until(started + TIMEOUT * 4).await;
         probe.go.notify_one();
         read_until(&mut body, &mut received, b"event: done\ndata: two\n\n").await;
-        let end = timeout(PATIENCE, body.frame())
-            .await
-            .expect("no end after done");
+        // The end: over HTTP/2 it may come as an empty DATA frame that carries END_STREAM.
+        let end = timeout(PATIENCE, async {
+            loop {
+                match body.frame().await {
+                    Some(Ok(frame)) if frame.data_ref().is_some_and(|data| data.is_empty()) => {}
+                    end => return end,
+                }
+            }
+        })
+        .await
+        .expect("no end after done");
         assert!(
             end.is_none(),
             "{context}: the stream did not end cleanly: {end:?}"
@@ -271,6 +295,12 @@ async fn check(stack_name: &str, make: impl Fn(&Probe) -> Router) {
             traced.starts_with(b"data: one\n\n") && traced.ends_with(b"event: done\ndata: two\n\n"),
             "{context}: TraceLayer saw {:?}",
             String::from_utf8_lossy(&traced)
+        );
+        let end = timeout(PATIENCE, ends.recv()).await;
+        assert_eq!(
+            end,
+            Ok(Some(())),
+            "{context}: TraceLayer's on_eos did not fire"
         );
         let closed = timeout(PATIENCE, closes.recv()).await;
         assert_eq!(
@@ -332,4 +362,64 @@ order! {
     trace_sse_compression_limit_timeout_cors: trace, sse, compression, limit, timeout_layer, cors;
     compression_trace_sse_limit_cors_timeout: compression, trace, sse, limit, cors, timeout_layer;
     limit_trace_sse_cors_timeout_compression: limit, trace, sse, cors, timeout_layer, compression;
+}
+
+/// Without SseLayer, TraceLayer sits right around the handler's body: a channel's body hands
+/// `on_eos` its end too.
+#[tokio::test]
+async fn trace_alone_sees_the_end_of_a_channel() {
+    for http2 in [false, true] {
+        let context = if http2 { "HTTP/2" } else { "HTTP/1.1" };
+        let (chunks_tx, mut chunks) = mpsc::unbounded_channel();
+        let (ends_tx, mut ends) = mpsc::unbounded_channel();
+        let probe = Probe {
+            go: Arc::new(Notify::new()),
+            chunks: chunks_tx,
+            ends: ends_tx,
+        };
+        let app = Router::new()
+            .route(
+                "/stream",
+                get(|| async {
+                    let (emitter, body) = tower_sse::channel(4);
+                    tokio::spawn(async move {
+                        let _ = emitter.send("one").await;
+                        let _ = emitter
+                            .send(Event::new().event_name(DONE).data("two"))
+                            .await;
+                        emitter.complete();
+                    });
+                    body
+                }),
+            )
+            .layer(trace(&probe));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(axum::serve(listener, app).into_future());
+
+        let response = request(addr, http2, get_request("/stream")).await;
+        assert_eq!(response.status(), StatusCode::OK, "{context}");
+        let received = timeout(PATIENCE, response.into_body().collect())
+            .await
+            .expect("the stream did not end")
+            .unwrap()
+            .to_bytes();
+        assert_eq!(
+            &received[..],
+            b"data: one\n\nevent: done\ndata: two\n\n",
+            "{context}"
+        );
+        let end = timeout(PATIENCE, ends.recv()).await;
+        assert_eq!(
+            end,
+            Ok(Some(())),
+            "{context}: TraceLayer's on_eos did not fire"
+        );
+        let mut traced = Vec::new();
+        while let Ok(chunk) = chunks.try_recv() {
+            traced.extend_from_slice(&chunk);
+        }
+        assert_eq!(traced, received, "{context}: TraceLayer saw other chunks");
+        server.abort();
+    }
 }

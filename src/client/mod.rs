@@ -76,6 +76,30 @@ const DEFAULT_MAX_EVENT_SIZE: usize = 8 * 1024 * 1024;
 /// Defaults: reconnect only idempotent requests without a body ([`Reconnect::IfIdempotent`]),
 /// forever, waiting the server's `retry:` or 1 s, doubling on every failure in a row up to
 /// 30 s, plus up to a quarter of jitter; no idle timeout; events up to 8 MiB.
+///
+/// Over any tower service, here an in-process one:
+///
+/// ```
+/// use bytes::Bytes;
+/// use futures::StreamExt;
+/// use http::Request;
+/// use http_body_util::Full;
+/// use tower_sse::client::EventSource;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_sse::BoxError> {
+/// let server = tower::service_fn(|_: Request<Bytes>| async {
+///     let events = Full::new(Bytes::from_static(b"data: one\n\nid: 2\ndata: two\n\n"));
+///     Ok::<_, std::convert::Infallible>(tower_sse::response(events))
+/// });
+/// let request = Request::get("http://in.process/events").body(Bytes::new())?;
+/// let mut messages = EventSource::with_service(server, request).stream().messages();
+/// assert_eq!(messages.next().await.unwrap()?.data, "one");
+/// let two = messages.next().await.unwrap()?;
+/// assert_eq!((two.data.as_str(), two.last_event_id.as_str()), ("two", "2"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct EventSource<S = HttpClient> {
     service: S,

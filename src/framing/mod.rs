@@ -14,6 +14,37 @@
 //! | [`JsonLines`] | any `Serialize` | `application/jsonl` | `{"error":"..."}` line | never |
 //! | [`JsonSeq`] | any `Serialize` | `application/json-seq` | RS `{"error":"..."}` LF | never |
 //! | [`Text`] | text | `text/plain; charset=utf-8` | none: the response aborts | never |
+//!
+//! ```
+//! use http_body_util::BodyExt;
+//! use serde_json::json;
+//! use tower_sse::framing::{JsonSeq, Ndjson, Text};
+//!
+//! # #[cfg(feature = "json")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_sse::BoxError> {
+//! let (emitter, body) = tower_sse::framed_channel(Ndjson, 4);
+//! emitter.send(json!({ "token": "Hel" })).await?;
+//! emitter.send(json!({ "token": "lo" })).await?;
+//! emitter.complete();
+//! let wire = body.collect().await?.to_bytes();
+//! assert_eq!(wire, "{\"token\":\"Hel\"}\n{\"token\":\"lo\"}\n");
+//!
+//! let (emitter, body) = tower_sse::framed_channel(JsonSeq, 4);
+//! emitter.send(json!([1, 2])).await?;
+//! drop(emitter); // the last emitter gone: the stream ends cleanly
+//! assert_eq!(body.collect().await?.to_bytes(), "\u{1e}[1,2]\n");
+//!
+//! let (emitter, body) = tower_sse::framed_channel(Text, 4);
+//! emitter.send("as ").await?;
+//! emitter.send(String::from("it comes")).await?;
+//! drop(emitter);
+//! assert_eq!(body.collect().await?.to_bytes(), "as it comes");
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "json"))]
+//! # fn main() {}
+//! ```
 
 #[cfg(feature = "json")]
 mod json;

@@ -100,6 +100,19 @@ impl std::error::Error for PublishError {
 
 /// Builds a [`Hub`]: how much each topic keeps, what happens to subscribers that lag, how
 /// its own notices are named, and where the topics' logs live.
+///
+/// ```
+/// use tower_sse::{Hub, LagPolicy};
+///
+/// let hub = Hub::builder()
+///     .max_events(1_000) // per topic
+///     .max_bytes(1 << 20)
+///     .lag_policy(LagPolicy::Disconnect) // a subscriber that falls behind is told, then ends
+///     .lagged_event("too-slow")?
+///     .build();
+/// # drop(hub);
+/// # Ok::<(), tower_sse::EventError>(())
+/// ```
 #[derive(Clone)]
 pub struct HubBuilder {
     max_events: usize,
@@ -339,6 +352,23 @@ impl fmt::Debug for Hub {
 /// A `Topic` is a publishing handle: clones share the topic, and once every handle is dropped
 /// (the hub's own included, see [`Hub::remove`]) its subscribers end cleanly after the events
 /// they have not read yet.
+///
+/// ```
+/// use futures::StreamExt;
+/// use tower_sse::{Event, Hub};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_sse::PublishError> {
+/// let prices = Hub::new().topic("prices");
+/// let seen = prices.publish(Event::from("1.00")).await?;
+/// prices.publish(Event::from("1.01")).await?;
+/// // A client back with `Last-Event-ID: <seen>` gets what it missed first, then live events.
+/// let mut resumed = prices.resume(Some(&seen));
+/// let missed = resumed.next().await.unwrap().unwrap();
+/// assert!(missed.to_bytes().starts_with(b"data: 1.01\n"));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Topic {
     shared: Arc<Shared>,
 }

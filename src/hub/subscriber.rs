@@ -26,6 +26,23 @@ use crate::{
 /// after the final notice of [`LagPolicy::Disconnect`]. Idle, it costs about a hundred bytes,
 /// its slot in the topic included; the events it has not read yet live once, in the topic's
 /// log, for all subscribers.
+///
+/// ```
+/// use tower_sse::{test::collect_events, Hub, SseBody};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_sse::BoxError> {
+/// let hub = Hub::new();
+/// let news = hub.topic("news");
+/// let subscriber = news.subscribe();
+/// news.publish("one").await?;
+/// drop(news);
+/// hub.remove("news"); // the topic's last handle: its subscribers end after what they hold
+/// let events = collect_events(SseBody::new(subscriber)).await?;
+/// assert_eq!(events[0].data, "one");
+/// # Ok(())
+/// # }
+/// ```
 pub struct Subscriber {
     shared: Arc<Shared>,
     /// The position of the next event to take from the log.

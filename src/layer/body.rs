@@ -1,4 +1,4 @@
-//! [`SseLayerBody`]: the response body [`SseService`](super::SseService) returns. Around an
+//! [`ResponseBody`]: the response body [`SseService`](super::SseService) returns. Around an
 //! event stream it adds keep-alives, the time limit and graceful shutdown; around any other body
 //! it only watches how the response ends.
 
@@ -27,7 +27,41 @@ pin_project! {
     /// only between events; it ends the stream at an event boundary when the time limit passes
     /// or the server shuts down. Any other body is forwarded as it is. Either way it reports how
     /// the response ended to the request's [`SseConnection`](crate::SseConnection) once.
-    pub struct SseLayerBody<B>
+    ///
+    /// An event stream is over ([`is_end_stream`](Body::is_end_stream)) only once this body
+    /// handed over its end, one poll after its last frame: the layers outside it then see that
+    /// end (tower-http's `TraceLayer` calls `on_eos` there), which they miss when hyper stops
+    /// polling at a body that said so with its last frame. Any other body says it is over
+    /// when the inner body does.
+    ///
+    /// ```
+    /// use http_body::Body as _;
+    /// use http_body_util::BodyExt;
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_sse::{layer::ResponseBody, EventReceiver, SseBody, SseLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_sse::BoxError> {
+    /// let service = ServiceBuilder::new()
+    ///     .layer(SseLayer::new())
+    ///     .service_fn(|_: http::Request<()>| async {
+    ///         let (emitter, body) = tower_sse::channel(1);
+    ///         emitter.try_send("last")?;
+    ///         emitter.complete();
+    ///         Ok::<_, tower_sse::BoxError>(tower_sse::response(body))
+    ///     });
+    /// let response = service.oneshot(http::Request::new(())).await?;
+    /// let body: ResponseBody<SseBody<EventReceiver>> = response.into_body();
+    /// let mut body = std::pin::pin!(body); // it holds a timer: not `Unpin`
+    /// let last = body.frame().await.unwrap()?.into_data().unwrap();
+    /// assert_eq!(&last[..], b"data: last\n\n");
+    /// assert!(!body.is_end_stream()); // not yet: the end is handed over first
+    /// assert!(body.frame().await.is_none());
+    /// assert!(body.is_end_stream());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub struct ResponseBody<B>
     where
         B: Body,
     {
@@ -45,7 +79,7 @@ pin_project! {
         tracker: Tracker,
     }
 
-    impl<B> PinnedDrop for SseLayerBody<B>
+    impl<B> PinnedDrop for ResponseBody<B>
     where
         B: Body,
     {
@@ -75,7 +109,11 @@ enum Phase {
     Finishing(CloseReason),
     /// An event stream at an event boundary that must end: the final event, then the end.
     Closing(CloseReason),
-    /// Over, and reported.
+    /// Over and reported, the last frame handed over: the end is next. Saying so one poll
+    /// late lets the layers outside see the `None` (TraceLayer's `on_eos` waits for it), which
+    /// they miss when hyper stops at a body that reports its end with its last frame.
+    Ending,
+    /// Over, reported, and the end (or an error) handed over.
     Done,
 }
 
@@ -92,7 +130,7 @@ type FramePoll<D, E> = Poll<Option<Result<Frame<D>, E>>>;
 /// What one poll of this body hands over.
 type PollFrame = FramePoll<Bytes, BoxError>;
 
-impl<B: Body> SseLayerBody<B> {
+impl<B: Body> ResponseBody<B> {
     /// Wraps the body of a streaming response: an event stream, or a stream of another framing,
     /// into which nothing of the layer's own may go (no keep-alive, comment or final event).
     pub(super) fn stream(inner: B, mut tracker: Tracker, streaming: Streaming) -> Self {
@@ -116,7 +154,7 @@ impl<B: Body> SseLayerBody<B> {
     }
 
     fn new(inner: B, phase: Phase, shutdown: Option<Signal>, tracker: Tracker) -> Self {
-        SseLayerBody {
+        ResponseBody {
             inner,
             timer: None,
             phase,
@@ -195,7 +233,7 @@ fn unfinished_event(reason: CloseReason) -> BoxError {
     format!("{reason}, and the event in flight did not finish within the finish timeout").into()
 }
 
-impl<B> Body for SseLayerBody<B>
+impl<B> Body for ResponseBody<B>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -309,7 +347,6 @@ where
                     return finish_event(polled, reason, phase, tracker, scanner);
                 }
                 Phase::Closing(reason) => {
-                    *this.phase = Phase::Done;
                     let last = match reason {
                         CloseReason::TimedOut => &this.tracker.config.max_duration_event,
                         _ => &this.tracker.config.shutdown_event,
@@ -320,24 +357,34 @@ where
                         Ok(Frame::data(event))
                     });
                     this.tracker.report(reason);
+                    *this.phase = if frame.is_some() {
+                        Phase::Ending
+                    } else {
+                        Phase::Done
+                    };
                     return Poll::Ready(frame);
                 }
-                Phase::Done => return Poll::Ready(None),
+                Phase::Ending | Phase::Done => {
+                    *this.phase = Phase::Done;
+                    return Poll::Ready(None);
+                }
             }
         }
     }
 
+    /// Any other body ends when it says; an event stream only once it handed over its end.
     fn is_end_stream(&self) -> bool {
         match self.phase {
+            Phase::PassThrough => self.inner.is_end_stream(),
             Phase::Done => true,
-            phase => phase.forwards_inner() && self.inner.is_end_stream(),
+            _ => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self.phase {
             Phase::PassThrough => self.inner.size_hint(),
-            Phase::Done => SizeHint::with_exact(0),
+            Phase::Ending | Phase::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
     }
@@ -370,7 +417,7 @@ fn rearm(timer: Pin<&mut Option<Sleep>>, tracker: &Tracker) {
     }
 }
 
-/// Hands over bytes the layer writes itself (keep-alives, the comment on open), which keep the
+/// Hands over bytes the layer writes itself (keep-alives, the open comment), which keep the
 /// stream between events.
 fn own_bytes(bytes: Bytes, tracker: &mut Tracker) -> PollFrame {
     tracker.record(bytes.len(), 0);
@@ -424,8 +471,10 @@ where
         tracker.record(data.len(), events);
     }
     if inner.is_end_stream() {
-        *phase = Phase::Done;
         tracker.report(CloseReason::Completed);
+        if *phase != Phase::PassThrough {
+            *phase = Phase::Ending;
+        }
     }
     Poll::Ready(Some(Ok(frame)))
 }
@@ -462,9 +511,9 @@ fn finish_event<D: Buf, E: Into<BoxError>>(
     Poll::Ready(Some(Ok(Frame::data(data))))
 }
 
-impl<B: Body> fmt::Debug for SseLayerBody<B> {
+impl<B: Body> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SseLayerBody")
+        f.debug_struct("ResponseBody")
             .field("phase", &self.phase)
             .field("scanner", &self.scanner)
             .field("tracker", &self.tracker)
@@ -476,7 +525,7 @@ impl<B: Body> fmt::Debug for SseLayerBody<B> {
 /// own: outside an [`SseLayer`](super::SseLayer), tower-http's `TimeoutLayer` makes its `408`
 /// and `CorsLayer` its preflight answers from `B::default()`. Such a response never went
 /// through the layer, so no handle hears of it.
-impl<B: Body + Default> Default for SseLayerBody<B> {
+impl<B: Body + Default> Default for ResponseBody<B> {
     fn default() -> Self {
         let (_, tracker) = Tracker::start(super::SseLayer::new().config, &http::Extensions::new());
         Self::pass_through(B::default(), tracker)

@@ -17,7 +17,7 @@ use futures::future::{FutureExt, Shared};
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
 
-pub use body::SseLayerBody;
+pub use body::ResponseBody;
 pub use service::{ResponseFuture, SseService};
 
 use crate::{CloseInfo, Event};
@@ -117,7 +117,7 @@ pub(crate) struct Config {
 
 impl SseLayer {
     /// A layer with keep-alives every 15 s of silence, written as the comment line `:\n`, and no
-    /// comment on open, time limit, shutdown signal or close hook.
+    /// open comment, time limit, shutdown signal or close hook.
     pub fn new() -> Self {
         SseLayer {
             config: Arc::new(Config {
@@ -173,7 +173,7 @@ impl SseLayer {
     /// Writes a comment line holding `text` as soon as the body is first polled, before any
     /// event: it pushes the response headers through proxies that hold them until the first
     /// data arrives (some HTTP/2 proxies do). Off by default.
-    pub fn comment_on_open(mut self, text: impl AsRef<str>) -> Self {
+    pub fn open_comment(mut self, text: impl AsRef<str>) -> Self {
         self.config().open_comment = Some(comment_lines(text.as_ref()));
         self
     }

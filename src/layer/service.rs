@@ -16,15 +16,42 @@ use http::{
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::{body::SseLayerBody, track::Tracker, Config};
+use super::{body::ResponseBody, track::Tracker, Config};
 use crate::CloseReason;
 
 /// The header that tells nginx (and proxies that copied it) not to buffer the response.
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// The service made by [`SseLayer`](super::SseLayer): it inserts an
-/// [`SseConnection`](crate::SseConnection) into each request and wraps each response body in an
-/// [`SseLayerBody`].
+/// [`SseConnection`](crate::SseConnection) into each request and wraps each response body in a
+/// [`ResponseBody`].
+///
+/// With no framework, the layer goes around any tower service:
+///
+/// ```
+/// use tower::{ServiceBuilder, ServiceExt};
+/// use tower_sse::{test::collect_events, SseConnection, SseLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_sse::BoxError> {
+/// let service = ServiceBuilder::new()
+///     .layer(SseLayer::new())
+///     .service_fn(|request: http::Request<()>| async move {
+///         // Every request carries the handle on its response.
+///         let connection = request.extensions().get::<SseConnection>().cloned();
+///         assert!(connection.is_some());
+///         let (emitter, body) = tower_sse::channel(4);
+///         emitter.try_send("hello")?;
+///         emitter.complete();
+///         Ok::<_, tower_sse::BoxError>(tower_sse::response(body))
+///     });
+/// let response = service.oneshot(http::Request::new(())).await?;
+/// assert_eq!(response.headers()["content-type"], "text/event-stream");
+/// let events = collect_events(response.into_body()).await?;
+/// assert_eq!(events[0].data, "hello");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct SseService<S> {
     inner: S,
@@ -57,7 +84,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: http_body::Body,
 {
-    type Response = Response<SseLayerBody<ResBody>>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -87,7 +114,7 @@ impl<S: fmt::Debug> fmt::Debug for SseService<S> {
 
 pin_project! {
     /// The response future of [`SseService`]: the inner service's, whose response gets an
-    /// [`SseLayerBody`] (and, for event streams, the SSE headers).
+    /// [`ResponseBody`] (and, for event streams, the SSE headers).
     ///
     /// Dropped before it completes, it reports
     /// [`CloseReason::Disconnected`](crate::CloseReason::Disconnected); an error from the inner
@@ -108,7 +135,7 @@ where
     F: Future<Output = Result<Response<B>, E>>,
     B: http_body::Body,
 {
-    type Output = Result<Response<SseLayerBody<B>>, E>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -136,9 +163,9 @@ where
         let body = match streaming {
             Some(streaming) => {
                 set_sse_headers(&mut parts.headers);
-                SseLayerBody::stream(body, tracker, streaming)
+                ResponseBody::stream(body, tracker, streaming)
             }
-            None => SseLayerBody::pass_through(body, tracker),
+            None => ResponseBody::pass_through(body, tracker),
         };
         Poll::Ready(Ok(Response::from_parts(parts, body)))
     }

@@ -18,6 +18,28 @@ use crate::{CloseReason, Event, SseEmitter};
 /// come anywhere in between; [`fail`](Self::fail) ends the stream with `event: error` in
 /// Anthropic's error shape. Calls out of this order are refused with
 /// [`StreamError::OutOfOrder`].
+///
+/// ```
+/// use serde_json::json;
+/// use tower_sse::{llm::MessageStream, test::collect_events};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_sse::BoxError> {
+/// let (emitter, body) = tower_sse::channel(16);
+/// let mut message = MessageStream::new(emitter, "msg_1", "my-model");
+/// tokio::spawn(async move {
+///     message.start(&json!({ "input_tokens": 3, "output_tokens": 0 })).await?;
+///     message.begin_text().await?;
+///     message.text_delta("Hello").await?;
+///     message.end_block().await?;
+///     message.finish("end_turn", &json!({ "output_tokens": 1 })).await
+/// });
+/// let names: Vec<String> = collect_events(body).await?.into_iter().map(|e| e.event).collect();
+/// assert_eq!(names.first().map(String::as_str), Some("message_start"));
+/// assert_eq!(names.last().map(String::as_str), Some("message_stop"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct MessageStream {
     emitter: SseEmitter,

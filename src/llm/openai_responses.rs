@@ -31,6 +31,27 @@ const OWN_FIELDS: [&str; 8] = [
 /// [`fail`](Self::fail) (`response.failed`). Every event gets the next `sequence_number` and
 /// carries the same response id. Calls out of this order are refused with
 /// [`StreamError::OutOfOrder`].
+///
+/// ```
+/// use serde_json::json;
+/// use tower_sse::{llm::ResponseStream, test::collect_events};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_sse::BoxError> {
+/// let (emitter, body) = tower_sse::channel(16);
+/// let mut response = ResponseStream::new(emitter, "resp_1", "my-model", 1_700_000_000);
+/// tokio::spawn(async move {
+///     response.start().await?;
+///     response.begin_message("msg_1").await?;
+///     response.text_delta("Hello").await?;
+///     response.complete(&json!({})).await
+/// });
+/// let names: Vec<String> = collect_events(body).await?.into_iter().map(|e| e.event).collect();
+/// assert_eq!(names.first().map(String::as_str), Some("response.created"));
+/// assert_eq!(names.last().map(String::as_str), Some("response.completed"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ResponseStream {
     emitter: SseEmitter,

@@ -30,7 +30,7 @@ use http_body::Body;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceBuilder};
-use tower_sse::{layer::SseLayerBody, llm::StreamError, BoxError, CloseReason, SseLayer};
+use tower_sse::{layer::ResponseBody, llm::StreamError, BoxError, CloseReason, SseLayer};
 use tracing::info;
 
 use super::{Config, Model, CHANNEL_CAPACITY, KEEP_ALIVE};
@@ -55,7 +55,7 @@ pub fn service<B>(
     shutdown: CancellationToken,
 ) -> impl Service<
     Request<B>,
-    Response = Response<SseLayerBody<ApiBody>>,
+    Response = Response<ResponseBody<ApiBody>>,
     Error = Infallible,
     Future: Send,
 > + Clone
