@@ -224,6 +224,8 @@ export async function generationStopped(server, why, from, timeoutMs = 3_000) {
   const pattern = new RegExp(`stopped generating: .*${why}.*sent=(\\d+) total=(\\d+)`);
   const [, sent, total] = await server.waitForLog(pattern, timeoutMs, from);
   return { sent: Number(sent), total: Number(total) };
+}
+
 /** Debian's redis-server, unless REDIS_SERVER names another binary. */
 export const REDIS_SERVER = process.env.REDIS_SERVER ?? '/usr/bin/redis-server';
 
