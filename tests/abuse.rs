@@ -8,14 +8,17 @@
 //! over loopback: raw bytes for requests a well-behaved client would not send, hyper for
 //! HTTP/2.
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
-    path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex},
     time::Duration,
 };
+
+use common::{examples_dir, EXAMPLES};
 
 use bytes::Bytes;
 use http::{header, Request, StatusCode};
@@ -34,32 +37,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// server that buffers them all would grow by as much.
 const RSS_SLACK_KIB: u64 = 16 * 1024;
 
-const EXAMPLES: [&str; 2] = ["gpt_stream_axum", "gpt_stream_hyper"];
-
 // --- the example processes -----------------------------------------------------------------
-
-/// Where the example binaries of this build profile are, once they are built.
-fn examples_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        // This test runs as target/<profile>/deps/abuse-<hash>.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--all-features"]);
-        for example in EXAMPLES {
-            build.args(["--example", example]);
-        }
-        if profile_dir.ends_with("release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo build");
-        assert!(status.success(), "cargo build of the examples failed");
-        profile_dir.join("examples")
-    })
-}
 
 /// A running example, killed when dropped.
 struct Example {

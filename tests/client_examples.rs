@@ -8,11 +8,12 @@ mod common;
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
-    path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex},
     time::Duration,
 };
+
+use common::{examples_dir, EXAMPLES};
 
 use bytes::Bytes;
 use futures::{stream, StreamExt};
@@ -22,31 +23,7 @@ use hyper::body::{Frame, Incoming};
 use tokio::{sync::Notify, time::timeout};
 use tower_sse::client::{ClientError, ClientEvent, EventSource};
 
-const EXAMPLES: [&str; 2] = ["gpt_stream_hyper", "gpt_stream_axum"];
-
 // --- the example processes -------------------------------------------------------------------
-
-/// Where the example binaries of this build profile are, once built.
-fn examples_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        // This test runs as target/<profile>/deps/client_examples-<hash>.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--all-features"]);
-        for example in EXAMPLES {
-            build.args(["--example", example]);
-        }
-        if profile_dir.ends_with("release") {
-            build.arg("--release");
-        }
-        assert!(build.status().expect("cargo build").success());
-        profile_dir.join("examples")
-    })
-}
 
 /// A running example, killed when dropped.
 struct Example {

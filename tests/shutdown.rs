@@ -10,14 +10,12 @@ mod common;
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
-    path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::OnceLock,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use common::{read_body, Proto};
+use common::{examples_dir, read_body, Proto, EXAMPLES};
 use http::Request;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -27,8 +25,6 @@ use tokio::{
     task::JoinHandle,
 };
 
-const EXAMPLES: [&str; 2] = ["gpt_stream_axum", "gpt_stream_hyper"];
-
 /// The grace the examples get in this test (`SHUTDOWN_GRACE_MS`).
 const GRACE: Duration = Duration::from_secs(1);
 
@@ -37,28 +33,6 @@ const EXAMPLE_SHUTDOWN_EVENT: &str = "event: shutdown\ndata: the server is shutt
 
 /// What this file's own servers write last on every stream they end for a shutdown.
 const SHUTDOWN_EVENT: &str = "event: shutdown\ndata: \"\"\n\n";
-
-/// Where the example binaries of this build profile are, once they are built.
-fn examples_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        // This test runs as target/<profile>/deps/shutdown-<hash>.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--all-features"]);
-        for example in EXAMPLES {
-            build.args(["--example", example]);
-        }
-        if profile_dir.ends_with("release") {
-            build.arg("--release");
-        }
-        assert!(build.status().expect("cargo build").success());
-        profile_dir.join("examples")
-    })
-}
 
 /// Starts an example on a free port; returns the process and its address.
 fn start(name: &str) -> (Child, SocketAddr) {

@@ -1,7 +1,15 @@
 //! Shared test harness: a real hyper server on 127.0.0.1:0 and a real hyper client.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -190,4 +198,31 @@ pub fn split<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
     }
     chunks.push(&input[start..]);
     chunks
+}
+
+/// The example servers the black-box tests start as processes.
+pub const EXAMPLES: [&str; 2] = ["gpt_stream_axum", "gpt_stream_hyper"];
+
+/// Where the example binaries of this test's build profile are, built (all features) the
+/// first time a test of this binary asks.
+pub fn examples_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // A test runs as target/<profile>/deps/<name>-<hash>.
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--all-features"]);
+        for example in EXAMPLES {
+            build.args(["--example", example]);
+        }
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo build");
+        assert!(status.success(), "cargo build of the examples failed");
+        profile_dir.join("examples")
+    })
 }
