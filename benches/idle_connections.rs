@@ -21,6 +21,12 @@
 //! number of streams and the idle window (default 15 s: one keep-alive per stream, the steady
 //! rate).
 
+// What `/proc` tells about the server process, shared with the scale bench.
+#[path = "scale/procfs.rs"]
+#[allow(dead_code)] // the scale bench also reads write calls and the open-files limit
+mod procfs;
+
+use procfs::{clock_ticks_per_second, cpu_ticks, rss_kb};
 use std::{
     convert::Infallible,
     io::{BufRead, BufReader},
@@ -200,42 +206,6 @@ async fn open_stream(addr: SocketAddr) -> Option<TcpStream> {
 /// Lets the server finish what the last requests started.
 async fn settle() {
     tokio::time::sleep(Duration::from_secs(2)).await;
-}
-
-/// The resident set of a process, in KB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc status")
-}
-
-/// The user and system CPU time of a process so far, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
-    // The command name, in parentheses, may hold spaces: fields are counted after it.
-    let after_name = &stat[stat.rfind(')').expect("a command name") + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    ticks(11) + ticks(12)
-}
-
-fn clock_ticks_per_second() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100)
 }
 
 fn env_number(name: &str, default: usize) -> usize {
