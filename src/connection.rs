@@ -10,7 +10,7 @@
 
 use std::{
     fmt,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex, Weak},
     time::Duration,
 };
 
@@ -52,25 +52,63 @@ pub struct SseConnection {
     state: Arc<ConnectionState>,
 }
 
-/// A linked channel's way to stop taking events, with the reason.
-type Closer = Box<dyn Fn(CloseReason) + Send + Sync>;
+/// What a linked channel offers the response: a way to stop taking events, with the reason.
+pub(crate) trait Close: Send + Sync {
+    /// Takes no more events, and reports `reason` as the channel's end.
+    fn close(&self, reason: CloseReason);
+}
+
+/// A linked channel, held weakly: the response never keeps a channel alive.
+type Linked = Weak<dyn Close>;
 
 /// What the clones of a handle share.
 struct ConnectionState {
-    /// Why the response ended, set once it is over.
-    reason: OnceLock<CloseReason>,
+    ending: Mutex<Ending>,
+    closed: Notify,
+    /// The guarded connection the request arrived on, if any, with what the guard needs.
+    guarded: Option<Box<Guarded>>,
+}
+
+/// How far the response is in ending, and who must hear of it.
+#[derive(Default)]
+struct Ending {
     /// Why the response is ending, set as soon as the layer (or a linked channel) decides it:
     /// the reason every party reports.
-    decided: OnceLock<CloseReason>,
-    closed: Notify,
-    /// Linked channels, told once the ending is decided.
-    linked: Mutex<Vec<Closer>>,
-    /// The guarded connection the request arrived on, if any.
-    guard: Option<ConnectionHandle>,
+    decided: Option<CloseReason>,
+    /// Why the response ended, set once it is over.
+    over: Option<CloseReason>,
+    /// The first linked channel (usually the only one), told once the ending is decided.
+    linked: Option<Linked>,
+    /// Any further linked channels (rare: a boxed slice, no room kept for more).
+    more_linked: Box<[Linked]>,
+}
+
+impl Ending {
+    /// Takes the linked channels, to tell them the reason outside the lock.
+    fn take_linked(&mut self) -> impl Iterator<Item = Linked> {
+        self.linked
+            .take()
+            .into_iter()
+            .chain(std::mem::take(&mut self.more_linked).into_vec())
+    }
+}
+
+/// What a response on a guarded connection keeps for the guard.
+struct Guarded {
+    handle: ConnectionHandle,
     /// How long a stream that must end may take to do so before its connection is closed.
     grace: Duration,
     /// The latest moment this stream may still be open, registered with the guard.
     deadline: Mutex<Option<DeadlineEntry>>,
+}
+
+/// Tells each linked channel that still exists why the response ends.
+fn tell(linked: impl Iterator<Item = Linked>, reason: CloseReason) {
+    for channel in linked {
+        if let Some(channel) = channel.upgrade() {
+            channel.close(reason);
+        }
+    }
 }
 
 impl SseConnection {
@@ -78,13 +116,15 @@ impl SseConnection {
     pub(crate) fn new(guard: Option<ConnectionHandle>, grace: Duration) -> Self {
         SseConnection {
             state: Arc::new(ConnectionState {
-                reason: OnceLock::new(),
-                decided: OnceLock::new(),
+                ending: Mutex::default(),
                 closed: Notify::new(),
-                linked: Mutex::new(Vec::new()),
-                guard,
-                grace,
-                deadline: Mutex::new(None),
+                guarded: guard.map(|handle| {
+                    Box::new(Guarded {
+                        handle,
+                        grace,
+                        deadline: Mutex::new(None),
+                    })
+                }),
             }),
         }
     }
@@ -112,64 +152,74 @@ impl SseConnection {
         if let Some(at) = emitter.deadline() {
             self.end_by(at);
         }
-        let closer: Closer = Box::new(emitter.closer());
-        let mut linked = lock(&self.state.linked);
-        match self.state.decided.get() {
-            Some(&reason) => {
-                drop(linked);
-                closer(reason);
-            }
-            None => linked.push(closer),
+        let channel = emitter.as_linked();
+        let mut ending = lock(&self.state.ending);
+        if let Some(reason) = ending.decided {
+            drop(ending);
+            tell(std::iter::once(channel), reason);
+        } else if ending.linked.is_none() {
+            ending.linked = Some(channel);
+        } else {
+            let mut more = std::mem::take(&mut ending.more_linked).into_vec();
+            more.push(channel);
+            ending.more_linked = more.into_boxed_slice();
         }
     }
 
     /// Decides why the stream ends, unless that was decided already, and tells the linked
     /// channels; returns the reason decided.
     pub(crate) fn decide(&self, reason: CloseReason) -> CloseReason {
-        let reason = *self.state.decided.get_or_init(|| reason);
-        let linked = std::mem::take(&mut *lock(&self.state.linked));
-        for closer in linked {
-            closer(reason);
-        }
+        let mut ending = lock(&self.state.ending);
+        let reason = *ending.decided.get_or_insert(reason);
+        let linked = ending.take_linked();
+        drop(ending);
+        tell(linked, reason);
         reason
     }
 
     /// Why the guard closed the connection under this response, if it did.
     pub(crate) fn guard_reason(&self) -> Option<CloseReason> {
-        self.state.guard.as_ref()?.close_reason()
+        self.state.guarded.as_ref()?.handle.close_reason()
     }
 
     /// Asks the guard to close the connection if this stream is still open at `at` plus the
     /// grace: hyper stops polling a body whose client stopped reading, so the stream could not
     /// end by itself. The earliest time asked wins; a no-op without a guard.
     pub(crate) fn end_by(&self, at: Instant) {
-        let Some(guard) = &self.state.guard else {
+        let Some(guarded) = &self.state.guarded else {
             return;
         };
-        let Some(at) = at.checked_add(self.state.grace) else {
+        let Some(at) = at.checked_add(guarded.grace) else {
             return;
         };
-        let mut deadline = lock(&self.state.deadline);
+        let mut deadline = lock(&guarded.deadline);
         if deadline.as_ref().is_some_and(|entry| entry.at() <= at) || self.is_over() {
             return;
         }
-        *deadline = Some(guard.deadline(at));
+        *deadline = Some(guarded.handle.deadline(at));
     }
 
     /// Records why the response ended (the reason decided before, if any) and wakes the
     /// waiters; returns the reason to report, or `None` if it had already ended.
     pub(crate) fn close(&self, reason: CloseReason) -> Option<CloseReason> {
-        let reason = self.decide(reason);
-        if self.state.reason.set(reason).is_err() {
+        let mut ending = lock(&self.state.ending);
+        if ending.over.is_some() {
             return None;
         }
-        lock(&self.state.deadline).take();
+        let reason = *ending.decided.get_or_insert(reason);
+        ending.over = Some(reason);
+        let linked = ending.take_linked();
+        drop(ending);
+        tell(linked, reason);
+        if let Some(guarded) = &self.state.guarded {
+            lock(&guarded.deadline).take();
+        }
         self.state.closed.notify_waiters();
         Some(reason)
     }
 
     fn is_over(&self) -> bool {
-        self.state.reason.get().is_some()
+        self.close_reason().is_some()
     }
 
     /// Waits until the response is over and says why. Returns at once if it already is.
@@ -186,7 +236,7 @@ impl SseConnection {
 
     /// Why the response ended, or `None` while it is still going.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.state.reason.get().copied()
+        lock(&self.state.ending).over
     }
 }
 
@@ -202,7 +252,7 @@ impl fmt::Debug for SseConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SseConnection")
             .field("close_reason", &self.close_reason())
-            .field("guarded", &self.state.guard.is_some())
+            .field("guarded", &self.state.guarded.is_some())
             .finish()
     }
 }

@@ -15,7 +15,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex, MutexGuard, OnceLock,
+        Arc, Mutex, MutexGuard, Weak,
     },
     task::{Context, Poll, Waker},
     time::Duration,
@@ -28,6 +28,7 @@ use tokio::{
 };
 
 use crate::{
+    connection::Close,
     framing::{Encode, Framing, Sse},
     BoxError, CloseReason, Event, EventError, FramedBody, SseBody, SseConnection,
 };
@@ -217,12 +218,13 @@ impl<F: Framing> ChannelBuilder<F> {
                 queue: VecDeque::new(),
                 receiver: None,
                 ending: None,
+                error: None,
                 closed: None,
+                link: None,
             }),
             free_slots: Semaphore::new(self.capacity),
             closed: Notify::new(),
             emitters: AtomicUsize::new(1),
-            link: OnceLock::new(),
             deadline,
         });
         let receiver = Receiver {
@@ -257,8 +259,6 @@ struct Shared<I> {
     closed: Notify,
     /// Live [`Emitter`] clones: when the last one goes, the stream ends cleanly.
     emitters: AtomicUsize,
-    /// The response this channel feeds, once linked: told how the channel ends.
-    link: OnceLock<SseConnection>,
     /// When the channel's timeout fires, if it has one.
     deadline: Option<Instant>,
 }
@@ -270,14 +270,19 @@ struct State<I> {
     receiver: Option<Waker>,
     /// How the producer asked the stream to end, once it did.
     ending: Option<Ending>,
+    /// The producer's error, until the receiver takes it to report it.
+    error: Option<BoxError>,
     /// Why the stream is over, once it is.
     closed: Option<CloseReason>,
+    /// The response this channel feeds, once linked: told how the channel ends.
+    link: Option<SseConnection>,
 }
 
+#[derive(Clone, Copy)]
 enum Ending {
     Complete,
-    /// The error, until the receiver takes it to report it.
-    Error(Option<BoxError>),
+    /// The producer failed (with `State::error`).
+    Error,
     TimedOut,
 }
 
@@ -287,9 +292,15 @@ impl<I> State<I> {
         self.closed.or(match self.ending {
             None => None,
             Some(Ending::Complete) => Some(CloseReason::Completed),
-            Some(Ending::Error(_)) => Some(CloseReason::Error),
+            Some(Ending::Error) => Some(CloseReason::Error),
             Some(Ending::TimedOut) => Some(CloseReason::TimedOut),
         })
+    }
+}
+
+impl<I: Send> Close for Shared<I> {
+    fn close(&self, reason: CloseReason) {
+        Shared::close(self, reason);
     }
 }
 
@@ -302,13 +313,15 @@ impl<I> Shared<I> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records how the producer wants the stream to end, unless it already is ending.
-    fn end(&self, ending: Ending) {
+    /// Records how the producer wants the stream to end (and with which error), unless it
+    /// already is ending.
+    fn end(&self, ending: Ending, error: Option<BoxError>) {
         let mut state = self.lock();
         if state.refusal().is_some() {
             return;
         }
         state.ending = Some(ending);
+        state.error = error;
         let receiver = state.receiver.take();
         drop(state);
         self.free_slots.close();
@@ -481,7 +494,7 @@ impl<F: Framing> Emitter<F> {
     /// Ends the stream cleanly once everything already sent is written. Later sends fail with
     /// [`CloseReason::Completed`].
     pub fn complete(&self) {
-        self.shared.end(Ending::Complete);
+        self.shared.end(Ending::Complete, None);
     }
 
     /// Ends the stream with an error once everything already sent is written: the response is
@@ -490,7 +503,7 @@ impl<F: Framing> Emitter<F> {
     /// record is written last instead and the response ends cleanly. Either way nothing is
     /// written after it, whatever other clones send meanwhile.
     pub fn complete_with_error(&self, error: impl Into<BoxError>) {
-        self.shared.end(Ending::Error(Some(error.into())));
+        self.shared.end(Ending::Error, Some(error.into()));
     }
 
     /// Resolves with the reason once the stream is over: written to the end, failed, timed
@@ -514,7 +527,10 @@ impl<F: Framing> Emitter<F> {
 
     /// Records the response this channel feeds (see [`SseConnection::link`]).
     pub(crate) fn set_link(&self, connection: SseConnection) {
-        let _ = self.shared.link.set(connection);
+        let mut state = self.shared.lock();
+        if state.link.is_none() {
+            state.link = Some(connection);
+        }
     }
 
     /// When the channel's timeout fires, if it has one.
@@ -523,13 +539,9 @@ impl<F: Framing> Emitter<F> {
     }
 
     /// How the linked response ends the channel: no more items, with the response's reason.
-    pub(crate) fn closer(&self) -> impl Fn(CloseReason) + Send + Sync + 'static {
-        let shared = Arc::downgrade(&self.shared);
-        move |reason| {
-            if let Some(shared) = shared.upgrade() {
-                shared.close(reason);
-            }
-        }
+    pub(crate) fn as_linked(&self) -> Weak<dyn Close> {
+        let shared: Weak<Shared<F::Item>> = Arc::downgrade(&self.shared);
+        shared
     }
 }
 
@@ -545,7 +557,7 @@ impl<F: Framing> Clone for Emitter<F> {
 impl<F: Framing> Drop for Emitter<F> {
     fn drop(&mut self) {
         if self.shared.emitters.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.end(Ending::Complete);
+            self.shared.end(Ending::Complete, None);
         }
     }
 }
@@ -610,7 +622,8 @@ impl<F: Framing> Receiver<F> {
         self.finished = true;
         // A clean end is the layer's to report once it is written; any other end is the
         // channel's decision, which the linked response reports too.
-        let reason = match self.shared.link.get() {
+        let link = self.shared.lock().link.clone();
+        let reason = match link {
             Some(connection) if reason != CloseReason::Completed => connection.decide(reason),
             _ => reason,
         };
@@ -640,7 +653,7 @@ impl<F: Framing> Stream for Receiver<F> {
             .as_mut()
             .is_some_and(|timeout| timeout.poll_fired(cx))
         {
-            this.shared.end(Ending::TimedOut);
+            this.shared.end(Ending::TimedOut, None);
         }
         let mut state = this.shared.lock();
         if state.closed.is_some() {
@@ -655,7 +668,7 @@ impl<F: Framing> Stream for Receiver<F> {
             this.taken = this.batch.len();
             return Poll::Ready(this.batch.pop_front().map(Ok));
         }
-        let Some(ending) = &mut state.ending else {
+        let Some(ending) = state.ending else {
             state.receiver = Some(cx.waker().clone());
             return Poll::Pending;
         };
@@ -668,8 +681,9 @@ impl<F: Framing> Stream for Receiver<F> {
                     .and_then(|timeout| timeout.item.take());
                 (CloseReason::TimedOut, last.map(Ok))
             }
-            Ending::Error(error) => {
-                let error = error
+            Ending::Error => {
+                let error = state
+                    .error
                     .take()
                     .unwrap_or_else(|| "the stream ended with an error".into());
                 let record = this

@@ -14,10 +14,10 @@ use std::{
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::time::{sleep_until, Instant, Sleep};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{scan::Scanner, track::Tracker, Config, Signal};
+use super::{clock::Timer, scan::Scanner, track::Tracker, Config, Signal};
 use crate::{framing::Streaming, BoxError, CloseReason};
 
 pin_project! {
@@ -52,7 +52,7 @@ pin_project! {
     ///     });
     /// let response = service.oneshot(http::Request::new(())).await?;
     /// let body: ResponseBody<SseBody<EventReceiver>> = response.into_body();
-    /// let mut body = std::pin::pin!(body); // it holds a timer: not `Unpin`
+    /// let mut body = std::pin::pin!(body);
     /// let last = body.frame().await.unwrap()?.into_data().unwrap();
     /// assert_eq!(&last[..], b"data: last\n\n");
     /// assert!(!body.is_end_stream()); // not yet: the end is handed over first
@@ -67,14 +67,13 @@ pin_project! {
     {
         #[pin]
         inner: B,
-        // The keep-alive and time-limit timer, created on the first poll.
-        #[pin]
-        timer: Option<Sleep>,
+        // The keep-alive, time-limit and finish deadline, set on the first poll.
+        timer: Option<Timer>,
         phase: Phase,
         shutdown: Option<Signal>,
-        // The waker the shutdown signal will wake: the signal is polled (which takes its lock)
-        // only when the task's waker changes.
-        shutdown_waker: Option<Waker>,
+        // The task's waker as of the last poll that waited: the shutdown signal and the clock
+        // wake this one. The signal is polled (which takes its lock) only when it changes.
+        waker: Option<Waker>,
         scanner: Scanner,
         tracker: Tracker,
     }
@@ -159,7 +158,7 @@ impl<B: Body> ResponseBody<B> {
             timer: None,
             phase,
             shutdown,
-            shutdown_waker: None,
+            waker: None,
             scanner: Scanner::new(),
             tracker,
         }
@@ -198,32 +197,41 @@ fn coalesce(due: Instant, interval: Duration) -> Instant {
         .unwrap_or(due)
 }
 
-/// Checks the shutdown signal: a cheap look while the stream is busy, and when it is idle a
-/// poll that registers for a wake-up. Polling the shared signal takes a lock that every
-/// stream shares, so with a token (whose state is one atomic load away) it is polled only
-/// when the task's waker is not the one it already holds. Forgets the signal once it fired.
+/// Keeps the task's waker before the body waits; returns whether it changed, in which case
+/// what was registered with the old one (the timer's wake-up here, the shutdown signal by the
+/// caller) must be registered again.
+fn renew_waker(kept: &mut Option<Waker>, timer: &mut Option<Timer>, cx: &Context<'_>) -> bool {
+    if kept.as_ref().is_some_and(|kept| kept.will_wake(cx.waker())) {
+        return false;
+    }
+    *kept = Some(cx.waker().clone());
+    if let Some(timer) = timer {
+        timer.forget();
+    }
+    true
+}
+
+/// Checks the shutdown signal: a cheap look while the stream is busy, and when it is about to
+/// wait a poll that registers for a wake-up (`cx`, and whether the task's waker is new).
+/// Polling the shared signal takes a lock that every stream shares, so with a token (whose
+/// state is one atomic load away) it is polled only when the task's waker changed. Forgets
+/// the signal once it fired.
 fn shutdown_fired(
     signal: &mut Option<Signal>,
-    registered: &mut Option<Waker>,
     token: Option<&CancellationToken>,
-    cx: Option<&mut Context<'_>>,
+    cx: Option<(&mut Context<'_>, bool)>,
 ) -> bool {
     let Some(shared) = signal else { return false };
     let fired = match (cx, token) {
         (None, None) => shared.peek().is_some(),
         (None, Some(token)) => token.is_cancelled(),
-        (Some(cx), None) => Pin::new(shared).poll(cx).is_ready(),
-        (Some(cx), Some(token)) => {
-            token.is_cancelled()
-                || (!registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && {
-                    *registered = Some(cx.waker().clone());
-                    Pin::new(shared).poll(cx).is_ready()
-                })
+        (Some((cx, _)), None) => Pin::new(shared).poll(cx).is_ready(),
+        (Some((cx, new_waker)), Some(token)) => {
+            token.is_cancelled() || (new_waker && Pin::new(shared).poll(cx).is_ready())
         }
     };
     if fired {
         *signal = None;
-        *registered = None;
     }
     fired
 }
@@ -251,7 +259,7 @@ where
                 }
                 Phase::Opening => {
                     if let Some(deadline) = next_deadline(this.tracker) {
-                        this.timer.set(Some(sleep_until(deadline)));
+                        *this.timer = Some(Timer::new(deadline));
                     }
                     *this.phase = Phase::Streaming;
                     if let Some(comment) = this.tracker.config.open_comment.clone() {
@@ -261,61 +269,45 @@ where
                 Phase::Streaming => {
                     if shutdown_fired(
                         this.shutdown,
-                        this.shutdown_waker,
                         this.tracker.config.shutdown_token.as_ref(),
                         None,
                     ) {
-                        begin_finish(
-                            CloseReason::Shutdown,
-                            this.phase,
-                            this.timer.as_mut(),
-                            this.tracker,
-                        );
+                        begin_finish(CloseReason::Shutdown, this.phase, this.timer, this.tracker);
                         continue;
                     }
                     let polled = this.inner.as_mut().poll_frame(cx);
                     if polled.is_ready() {
                         if this.tracker.config.keep_alive.is_some() {
-                            rearm(this.timer.as_mut(), this.tracker);
+                            rearm(this.timer, this.tracker);
                         }
                         let scanner = Some(&mut *this.scanner);
                         return forward(polled, &this.inner, this.phase, this.tracker, scanner);
                     }
+                    let new_waker = renew_waker(this.waker, this.timer, cx);
                     if shutdown_fired(
                         this.shutdown,
-                        this.shutdown_waker,
                         this.tracker.config.shutdown_token.as_ref(),
-                        Some(cx),
+                        Some((cx, new_waker)),
                     ) {
-                        begin_finish(
-                            CloseReason::Shutdown,
-                            this.phase,
-                            this.timer.as_mut(),
-                            this.tracker,
-                        );
+                        begin_finish(CloseReason::Shutdown, this.phase, this.timer, this.tracker);
                         continue;
                     }
-                    let Some(timer) = this.timer.as_mut().as_pin_mut() else {
+                    let Some(timer) = this.timer.as_mut() else {
                         return Poll::Pending;
                     };
                     let deadline = timer.deadline();
-                    if timer.poll(cx).is_pending() {
+                    if timer.poll(&this.tracker.config.clock, cx).is_pending() {
                         return Poll::Pending;
                     }
                     // Without keep-alives the timer only ever waits for the time limit.
                     if this.tracker.config.keep_alive.is_none()
                         || this.tracker.end_at().is_some_and(|end| deadline >= end)
                     {
-                        begin_finish(
-                            CloseReason::TimedOut,
-                            this.phase,
-                            this.timer.as_mut(),
-                            this.tracker,
-                        );
+                        begin_finish(CloseReason::TimedOut, this.phase, this.timer, this.tracker);
                         continue;
                     }
                     // The stream has been silent for a whole keep-alive interval.
-                    rearm(this.timer.as_mut(), this.tracker);
+                    rearm(this.timer, this.tracker);
                     if this.scanner.at_boundary() {
                         let keep_alive = this.tracker.config.keep_alive_bytes.clone();
                         this.scanner.own_bytes_written();
@@ -331,10 +323,12 @@ where
                     }
                     let polled = this.inner.as_mut().poll_frame(cx);
                     if polled.is_pending() {
-                        let timed_out = match this.timer.as_mut().as_pin_mut() {
-                            Some(timer) => timer.poll(cx).is_ready(),
-                            None => false,
-                        };
+                        renew_waker(this.waker, this.timer, cx);
+                        let clock = &this.tracker.config.clock;
+                        let timed_out = this
+                            .timer
+                            .as_mut()
+                            .is_some_and(|timer| timer.poll(clock, cx).is_ready());
                         if !timed_out {
                             return Poll::Pending;
                         }
@@ -395,24 +389,25 @@ where
 fn begin_finish(
     reason: CloseReason,
     phase: &mut Phase,
-    mut timer: Pin<&mut Option<Sleep>>,
+    timer: &mut Option<Timer>,
     tracker: &Tracker,
 ) {
     tracker.decide(reason);
     *phase = Phase::Finishing(reason);
     let Some(give_up) = Instant::now().checked_add(tracker.config.finish_timeout) else {
-        timer.set(None);
+        *timer = None;
         return;
     };
-    match timer.as_mut().as_pin_mut() {
+    match timer {
         Some(timer) => timer.reset(give_up),
-        None => timer.set(Some(sleep_until(give_up))),
+        None => *timer = Some(Timer::new(give_up)),
     }
 }
 
-/// Restarts the keep-alive wait after a write (cheap in tokio when the deadline moves later).
-fn rearm(timer: Pin<&mut Option<Sleep>>, tracker: &Tracker) {
-    if let (Some(timer), Some(deadline)) = (timer.as_pin_mut(), next_deadline(tracker)) {
+/// Restarts the keep-alive wait after a write (only the deadline moves; the clock is told when
+/// the stream next waits).
+fn rearm(timer: &mut Option<Timer>, tracker: &Tracker) {
+    if let (Some(timer), Some(deadline)) = (timer.as_mut(), next_deadline(tracker)) {
         timer.reset(deadline);
     }
 }

@@ -6,6 +6,7 @@
 //! scanner the body relies on in `scan`.
 
 mod body;
+mod clock;
 mod scan;
 mod service;
 mod track;
@@ -21,6 +22,7 @@ pub use body::ResponseBody;
 pub use service::{ResponseFuture, SseService};
 
 use crate::{CloseInfo, Event};
+use clock::Clock;
 
 /// The default keep-alive interval.
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -113,6 +115,8 @@ pub(crate) struct Config {
     shutdown_event: Option<Bytes>,
     finish_timeout: Duration,
     on_close: Option<OnClose>,
+    /// The timer of every stream's deadlines.
+    clock: Arc<Clock>,
 }
 
 impl SseLayer {
@@ -131,6 +135,7 @@ impl SseLayer {
                 shutdown_event: None,
                 finish_timeout: DEFAULT_FINISH_TIMEOUT,
                 on_close: None,
+                clock: Arc::default(),
             }),
         }
     }
@@ -142,6 +147,11 @@ impl SseLayer {
     /// Writes a keep-alive after `interval` of silence; the wait starts over after every write.
     ///
     /// A zero interval turns keep-alives off, like [`without_keep_alive`](Self::without_keep_alive).
+    ///
+    /// The streams of one layer share one timer: a keep-alive falls due on a grid common to
+    /// all of them (up to a sixteenth of the interval, and at most a second, early), and one
+    /// task, spawned on the runtime while any stream waits and gone once none does, wakes each
+    /// batch. An idle stream holds its deadline, not a timer of its own.
     pub fn keep_alive(mut self, interval: Duration) -> Self {
         self.config().keep_alive = (!interval.is_zero()).then_some(interval);
         self
