@@ -81,6 +81,10 @@ struct Ending {
     linked: Option<Linked>,
     /// Any further linked channels (rare: a boxed slice, no room kept for more).
     more_linked: Box<[Linked]>,
+    /// The response's status, once the service answered.
+    status: Option<StatusCode>,
+    /// Whether the response is a stream the layer manages.
+    streaming: bool,
 }
 
 impl Ending {
@@ -175,6 +179,21 @@ impl SseConnection {
         drop(ending);
         tell(linked, reason);
         reason
+    }
+
+    /// Records what the service answered: the status, and whether it is a stream the layer
+    /// manages.
+    pub(crate) fn responded(&self, status: StatusCode, streaming: bool) {
+        let mut ending = lock(&self.state.ending);
+        ending.status = Some(status);
+        ending.streaming = streaming;
+    }
+
+    /// What [`responded`](Self::responded) recorded: the status (`None` before the service
+    /// answered) and whether the response is a managed stream.
+    pub(crate) fn response_kind(&self) -> (Option<StatusCode>, bool) {
+        let ending = lock(&self.state.ending);
+        (ending.status, ending.streaming)
     }
 
     /// Why the guard closed the connection under this response, if it did.

@@ -161,6 +161,47 @@ async fn a_stream_polled_from_another_task_gets_its_keep_alive_there() {
         .unwrap();
 }
 
+/// A waker that only counts its clones, through its `Arc`.
+struct Counted;
+
+impl std::task::Wake for Counted {
+    fn wake(self: std::sync::Arc<Self>) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_goes_leaves_nothing_of_its_task_in_the_clock() {
+    let mut service = idle_service(Duration::from_secs(15));
+    let first = std::sync::Arc::new(Counted);
+    let second = std::sync::Arc::new(Counted);
+    let mut bodies = Vec::new();
+    for _ in 0..10 {
+        let mut body = open(&mut service).await;
+        let waker = std::task::Waker::from(first.clone());
+        let polled = body
+            .as_mut()
+            .frame()
+            .poll_unpin(&mut Context::from_waker(&waker));
+        assert!(polled.is_pending());
+        bodies.push(body);
+    }
+    // Each body keeps the waker it waits with, and the clock the one it will wake.
+    assert_eq!(std::sync::Arc::strong_count(&first), 21);
+    // Polled by another task: the clock lets go of the old waker.
+    for body in &mut bodies {
+        let waker = std::task::Waker::from(second.clone());
+        let polled = body
+            .as_mut()
+            .frame()
+            .poll_unpin(&mut Context::from_waker(&waker));
+        assert!(polled.is_pending());
+    }
+    assert_eq!(std::sync::Arc::strong_count(&first), 1);
+    assert_eq!(std::sync::Arc::strong_count(&second), 21);
+    // Gone long before their keep-alive: nothing keeps their task.
+    drop(bodies);
+    assert_eq!(std::sync::Arc::strong_count(&second), 1);
+}
+
 #[test]
 fn a_layer_keeps_its_keep_alives_after_the_runtime_it_ticked_on_is_gone() {
     let interval = Duration::from_secs(1);

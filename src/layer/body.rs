@@ -17,7 +17,12 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{clock::Timer, scan::Scanner, track::Tracker, Config, Signal};
+use super::{
+    clock::{Clock, Timer},
+    scan::Scanner,
+    track::Tracker,
+    Config, Signal,
+};
 use crate::{framing::Streaming, BoxError, CloseReason};
 
 pin_project! {
@@ -91,6 +96,10 @@ pin_project! {
             // Reported before the inner body goes, so that a linked channel learns the
             // layer's reason rather than just its body being dropped.
             this.tracker.report_dropped();
+            // The clock lets go of this task's waker now, not at the deadline.
+            if let Some(timer) = this.timer {
+                timer.forget(&this.tracker.config.clock);
+            }
         }
     }
 }
@@ -200,13 +209,18 @@ fn coalesce(due: Instant, interval: Duration) -> Instant {
 /// Keeps the task's waker before the body waits; returns whether it changed, in which case
 /// what was registered with the old one (the timer's wake-up here, the shutdown signal by the
 /// caller) must be registered again.
-fn renew_waker(kept: &mut Option<Waker>, timer: &mut Option<Timer>, cx: &Context<'_>) -> bool {
+fn renew_waker(
+    kept: &mut Option<Waker>,
+    timer: &mut Option<Timer>,
+    clock: &Clock,
+    cx: &Context<'_>,
+) -> bool {
     if kept.as_ref().is_some_and(|kept| kept.will_wake(cx.waker())) {
         return false;
     }
     *kept = Some(cx.waker().clone());
     if let Some(timer) = timer {
-        timer.forget();
+        timer.forget(clock);
     }
     true
 }
@@ -283,7 +297,8 @@ where
                         let scanner = Some(&mut *this.scanner);
                         return forward(polled, &this.inner, this.phase, this.tracker, scanner);
                     }
-                    let new_waker = renew_waker(this.waker, this.timer, cx);
+                    let new_waker =
+                        renew_waker(this.waker, this.timer, &this.tracker.config.clock, cx);
                     if shutdown_fired(
                         this.shutdown,
                         this.tracker.config.shutdown_token.as_ref(),
@@ -323,12 +338,10 @@ where
                     }
                     let polled = this.inner.as_mut().poll_frame(cx);
                     if polled.is_pending() {
-                        renew_waker(this.waker, this.timer, cx);
-                        let clock = &this.tracker.config.clock;
-                        let timed_out = this
-                            .timer
-                            .as_mut()
-                            .is_some_and(|timer| timer.poll(clock, cx).is_ready());
+                        renew_waker(this.waker, this.timer, &this.tracker.config.clock, cx);
+                        let timed_out = this.timer.as_mut().is_some_and(|timer| {
+                            timer.poll(&this.tracker.config.clock, cx).is_ready()
+                        });
                         if !timed_out {
                             return Poll::Pending;
                         }
@@ -395,7 +408,9 @@ fn begin_finish(
     tracker.decide(reason);
     *phase = Phase::Finishing(reason);
     let Some(give_up) = Instant::now().checked_add(tracker.config.finish_timeout) else {
-        *timer = None;
+        if let Some(mut timer) = timer.take() {
+            timer.forget(&tracker.config.clock);
+        }
         return;
     };
     match timer {

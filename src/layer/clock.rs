@@ -4,9 +4,11 @@
 //! A tokio `Sleep` per stream costs over a hundred bytes and a timer-wheel entry for as long as
 //! the stream is open, which is most of what an idle stream holds. Keep-alive deadlines fall on
 //! a grid that every stream shares (see `coalesce` in `body`), so the deadlines of thousands of
-//! idle streams are a handful of instants: the clock keeps the wakers waiting for each instant
-//! and one task sleeps until the earliest, wakes whoever waits for it, and ends once nobody
-//! waits. A stream keeps only its deadline and the instant it registered for.
+//! idle streams are a handful of instants: the clock keeps, for each instant, the wakers
+//! waiting for it, and one task sleeps until the earliest, wakes whoever waits for it, and ends
+//! once nobody waits. A stream keeps its deadline and where its waker is; a stream that goes
+//! (or moves its wake-up) takes its waker out at once, so the clock never keeps a finished
+//! stream's task alive.
 
 use std::{
     collections::BTreeMap,
@@ -31,17 +33,58 @@ pub(crate) struct Clock {
 #[derive(Default)]
 struct ClockState {
     /// The wakers waiting for each instant.
-    waiting: BTreeMap<Instant, Vec<Waker>>,
+    waiting: BTreeMap<Instant, Waiters>,
+    /// Counts registrations, which tells apart the successive sets of waiters of one instant.
+    generations: u32,
     /// Whether a task is ticking (it stops once nothing waits).
     ticking: bool,
 }
 
+/// The wakers waiting for one instant. Slots keep their place until the instant passes (or
+/// every slot is empty), so that a waker can be taken out by its index.
+struct Waiters {
+    generation: u32,
+    slots: Vec<Option<Waker>>,
+    live: usize,
+}
+
+/// Where a timer's waker waits in the clock.
+#[derive(Debug, Clone, Copy)]
+struct Registration {
+    at: Instant,
+    generation: u32,
+    slot: u32,
+}
+
 impl Clock {
-    /// Wakes `waker` at `at` (or as soon after as the runtime's timer allows).
-    fn wake_at(self: &Arc<Self>, at: Instant, waker: Waker) {
+    /// Takes out the waker registered at `old`, if there is one, and registers `waker` for
+    /// `at`, starting the ticking task if none is running.
+    fn register(
+        self: &Arc<Self>,
+        old: Option<Registration>,
+        at: Instant,
+        waker: Waker,
+    ) -> Registration {
         let mut state = self.lock();
+        if let Some(old) = old {
+            state.cancel(old);
+        }
         let earliest = state.waiting.first_key_value().map(|(&first, _)| first);
-        state.waiting.entry(at).or_default().push(waker);
+        // Numbers each registration; a new set of waiters takes the number of its first.
+        let generation = state.generations;
+        state.generations = generation.wrapping_add(1);
+        let waiters = state.waiting.entry(at).or_insert_with(|| Waiters {
+            generation,
+            slots: Vec::new(),
+            live: 0,
+        });
+        let registration = Registration {
+            at,
+            generation: waiters.generation,
+            slot: u32::try_from(waiters.slots.len()).unwrap_or(u32::MAX),
+        };
+        waiters.slots.push(Some(waker));
+        waiters.live += 1;
         if !state.ticking {
             state.ticking = true;
             drop(state);
@@ -53,6 +96,12 @@ impl Clock {
             drop(state);
             self.earlier.notify_one();
         }
+        registration
+    }
+
+    /// Takes out the waker registered at `registration`, if it still waits.
+    fn cancel(&self, registration: Registration) {
+        self.lock().cancel(registration);
     }
 
     /// Wakes everything due by now; returns the next instant anything waits for, or `None`
@@ -70,7 +119,10 @@ impl Clock {
         let next = state.waiting.first_key_value().map(|(&first, _)| first);
         state.ticking = next.is_some();
         drop(state);
-        due.into_iter().flatten().for_each(Waker::wake);
+        due.into_iter()
+            .flat_map(|waiters| waiters.slots)
+            .flatten()
+            .for_each(Waker::wake);
         next
     }
 
@@ -79,6 +131,26 @@ impl Clock {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl ClockState {
+    fn cancel(&mut self, registration: Registration) {
+        let Some(waiters) = self.waiting.get_mut(&registration.at) else {
+            return;
+        };
+        if waiters.generation != registration.generation {
+            return;
+        }
+        let slot = usize::try_from(registration.slot).ok();
+        if let Some(waker) = slot.and_then(|slot| waiters.slots.get_mut(slot)) {
+            if waker.take().is_some() {
+                waiters.live -= 1;
+            }
+        }
+        if waiters.live == 0 {
+            self.waiting.remove(&registration.at);
+        }
     }
 }
 
@@ -110,13 +182,13 @@ impl Drop for Ticking {
 }
 
 /// One stream's deadline on its layer's [`Clock`]: polled like a tokio `Sleep`, except that
-/// the caller keeps the waker it registered with, and calls [`forget`](Timer::forget) when the
-/// task's waker changes.
-#[derive(Debug)]
+/// the caller keeps the waker it registered with, calls [`forget`](Timer::forget) when the
+/// task's waker changes, and before dropping the timer (it does not hold the clock, which
+/// saves every stream a word: the body it belongs to does).
 pub(crate) struct Timer {
     at: Instant,
-    /// The instant the clock will wake this timer's task at, with the waker of the last poll.
-    registered: Option<Instant>,
+    /// Where the clock keeps the waker of the last poll that waited, and for which instant.
+    registered: Option<Registration>,
 }
 
 impl Timer {
@@ -148,16 +220,31 @@ impl Timer {
         }
         let still_waiting = self
             .registered
-            .is_some_and(|when| when > now && when <= self.at);
+            .is_some_and(|registered| registered.at > now && registered.at <= self.at);
         if !still_waiting {
-            clock.wake_at(self.at, cx.waker().clone());
-            self.registered = Some(self.at);
+            let old = self.registered.take();
+            self.registered = Some(clock.register(old, self.at, cx.waker().clone()));
         }
         Poll::Pending
     }
 
-    /// Forgets the wake-up registered: it would wake a waker the task no longer uses.
-    pub(crate) fn forget(&mut self) {
-        self.registered = None;
+    /// Takes the registered waker out of the clock: the task no longer uses it, or the timer
+    /// is about to go.
+    pub(crate) fn forget(&mut self, clock: &Clock) {
+        if let Some(registered) = self.registered.take() {
+            clock.cancel(registered);
+        }
+    }
+}
+
+impl std::fmt::Debug for Timer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timer")
+            .field("at", &self.at)
+            .field(
+                "registered",
+                &self.registered.map(|registered| registered.at),
+            )
+            .finish()
     }
 }

@@ -18,8 +18,6 @@ pub(crate) struct Tracker {
     started: Instant,
     events: u64,
     bytes: u64,
-    status: Option<StatusCode>,
-    streaming: bool,
 }
 
 impl Tracker {
@@ -32,8 +30,6 @@ impl Tracker {
             started: Instant::now(),
             events: 0,
             bytes: 0,
-            status: None,
-            streaming: false,
         };
         (connection, tracker)
     }
@@ -41,8 +37,7 @@ impl Tracker {
     /// Notes what the response is; an event stream gets its time limit watched by the guard
     /// as well, for when hyper stops polling it.
     pub(crate) fn responded(&mut self, status: StatusCode, streaming: bool) {
-        self.status = Some(status);
-        self.streaming = streaming;
+        self.connection.responded(status, streaming);
         if let (true, Some(end)) = (streaming, self.end_at()) {
             self.connection.end_by(end);
         }
@@ -73,13 +68,14 @@ impl Tracker {
             return;
         };
         if let Some(on_close) = &self.config.on_close {
+            let (status, streaming) = self.connection.response_kind();
             on_close(CloseInfo {
                 reason,
                 duration: self.started.elapsed(),
                 events: self.events,
                 bytes: self.bytes,
-                status: self.status,
-                streaming: self.streaming,
+                status,
+                streaming,
             });
         }
     }
