@@ -298,8 +298,10 @@ pub struct CloseInfo {
     pub reason: CloseReason,
     /// How long the response lasted, from the request reaching the layer to the end.
     pub duration: Duration,
-    /// How many events were written: blocks of lines ended by a blank line, the final event
-    /// included, keep-alives not. Always 0 for responses that are not event streams.
+    /// How many items were written, counted as the framing delimits them: for an event
+    /// stream, events (blocks of lines ended by a blank line, the final event included,
+    /// keep-alives not); for NDJSON, JSON Lines and JSON text sequences, lines; for text,
+    /// frames. Always 0 for responses that are not streams the layer manages.
     pub events: u64,
     /// How many body bytes were written, keep-alives and final events included.
     pub bytes: u64,
