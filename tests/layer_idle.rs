@@ -40,23 +40,7 @@ async fn keep_alives_are_never_late_under_a_paused_clock() {
         Duration::from_millis(1500),
         Duration::from_millis(7),
     ] {
-        let mut service = SseLayer::new()
-            .keep_alive(interval)
-            .layer(tower::service_fn(|_request: Request<()>| async {
-                let response = Response::builder()
-                    .header(CONTENT_TYPE, "text/event-stream")
-                    .body(Idle)
-                    .unwrap();
-                Ok::<_, Infallible>(response)
-            }));
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(()))
-            .await
-            .unwrap();
-        let mut body = Box::pin(response.into_body());
+        let mut body = open(&mut idle_service(interval)).await;
         for i in 0..5 {
             // A test that advances the clock by exactly one interval sees the keep-alive.
             let frame = tokio::time::timeout(interval, body.frame())
@@ -97,6 +81,15 @@ where
 {
     let response = service.ready().await.unwrap().call(Request::new(())).await;
     Box::pin(response.unwrap().into_body())
+}
+
+/// Polls an idle stream once with `waker`, as a task with that waker would: it waits.
+fn wait_once(body: &mut Pin<Box<tower_sse::layer::ResponseBody<Idle>>>, waker: &std::task::Waker) {
+    let polled = body
+        .as_mut()
+        .frame()
+        .poll_unpin(&mut Context::from_waker(waker));
+    assert!(polled.is_pending());
 }
 
 /// Reads `count` keep-alives from `body` in a task of its own, which only runs again when
@@ -149,12 +142,7 @@ async fn a_stream_polled_from_another_task_gets_its_keep_alive_there() {
     let interval = Duration::from_secs(1);
     let mut body = open(&mut idle_service(interval)).await;
     // First polled with a waker nobody listens to, then by a task: the wake-up must move.
-    let waker = futures::task::noop_waker();
-    let polled = body
-        .as_mut()
-        .frame()
-        .poll_unpin(&mut Context::from_waker(&waker));
-    assert!(polled.is_pending());
+    wait_once(&mut body, &futures::task::noop_waker());
     tokio::time::timeout(interval * 3, read_keep_alives(body, 1))
         .await
         .expect("the keep-alive wakes the task that polls now")
@@ -176,24 +164,14 @@ async fn a_stream_that_goes_leaves_nothing_of_its_task_in_the_clock() {
     let mut bodies = Vec::new();
     for _ in 0..10 {
         let mut body = open(&mut service).await;
-        let waker = std::task::Waker::from(first.clone());
-        let polled = body
-            .as_mut()
-            .frame()
-            .poll_unpin(&mut Context::from_waker(&waker));
-        assert!(polled.is_pending());
+        wait_once(&mut body, &std::task::Waker::from(first.clone()));
         bodies.push(body);
     }
     // Each body keeps the waker it waits with, and the clock the one it will wake.
     assert_eq!(std::sync::Arc::strong_count(&first), 21);
     // Polled by another task: the clock lets go of the old waker.
     for body in &mut bodies {
-        let waker = std::task::Waker::from(second.clone());
-        let polled = body
-            .as_mut()
-            .frame()
-            .poll_unpin(&mut Context::from_waker(&waker));
-        assert!(polled.is_pending());
+        wait_once(body, &std::task::Waker::from(second.clone()));
     }
     assert_eq!(std::sync::Arc::strong_count(&first), 1);
     assert_eq!(std::sync::Arc::strong_count(&second), 21);
@@ -219,12 +197,7 @@ fn a_layer_keeps_its_keep_alives_after_the_runtime_it_ticked_on_is_gone() {
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), ":\n");
         // Waiting for the next one when the runtime goes.
-        let waker = futures::task::noop_waker();
-        let polled = body
-            .as_mut()
-            .frame()
-            .poll_unpin(&mut Context::from_waker(&waker));
-        assert!(polled.is_pending());
+        wait_once(&mut body, &futures::task::noop_waker());
     });
     drop(first);
     paused_runtime().block_on(async {
