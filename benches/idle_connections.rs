@@ -14,7 +14,9 @@
 //!   cost of the HTTP stack alone, for reference.
 //!
 //! The server's RSS is read from `/proc/<pid>/status` after a warm-up and after all streams are
-//! open; its CPU time from `/proc/<pid>/stat` over an idle window. Clients and servers live in
+//! open; its CPU time from `/proc/<pid>/stat` over an idle window. Before each server runs,
+//! the same router serves 10,000 idle streams in this process under a counting allocator:
+//! the heap an idle stream holds above hyper and the socket, and in how many allocations. Clients and servers live in
 //! different processes so that each stays under the open-files limit.
 //!
 //! `cargo bench --bench idle_connections`; `IDLE_CONNECTIONS` and `IDLE_SECONDS` change the
@@ -26,6 +28,10 @@
 #[allow(dead_code)] // the scale bench also reads write calls and the open-files limit
 mod procfs;
 
+mod support;
+
+use futures::FutureExt;
+use http_body::Body as _;
 use procfs::{clock_ticks_per_second, cpu_ticks, rss_kb};
 use std::{
     convert::Infallible,
@@ -35,6 +41,7 @@ use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+use tower::ServiceExt;
 
 use axum::{
     response::{
@@ -77,25 +84,70 @@ fn main() {
          idle window {idle:?}"
     );
     println!(
-        "{:<11} {:>8} {:>12} {:>12} {:>12} {:>14}",
-        "server", "streams", "RSS before", "RSS after", "RSS/stream", "idle CPU"
+        "{:<11} {:>8} {:>12} {:>12} {:>12} {:>14} {:>12} {:>13}",
+        "server",
+        "streams",
+        "RSS before",
+        "RSS after",
+        "RSS/stream",
+        "idle CPU",
+        "heap/stream",
+        "allocs/stream"
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
     for name in SERVERS {
+        let heap = runtime.block_on(heap_per_stream(name));
         let figures = runtime.block_on(measure(name, connections, idle, ticks_per_second));
         println!(
-            "{:<11} {:>8} {:>9} KB {:>9} KB {:>9.2} KB {:>12.3} %",
+            "{:<11} {:>8} {:>9} KB {:>9} KB {:>9.2} KB {:>12.3} % {:>10.1} B {:>13.2}",
             name,
             figures.streams,
             figures.rss_before_kb,
             figures.rss_after_kb,
             figures.rss_per_stream_kb(),
-            figures.idle_cpu_percent
+            figures.idle_cpu_percent,
+            heap.live_bytes as f64 / HEAP_STREAMS as f64,
+            (heap.allocations as f64 - heap.frees as f64) / HEAP_STREAMS as f64,
         );
     }
+}
+
+/// Streams opened in this process for the heap figure.
+const HEAP_STREAMS: usize = 10_000;
+
+/// The heap an idle stream of server `name` holds in process, sockets and hyper excluded:
+/// requests sent straight to its router, each response body boxed (as hyper holds it) and
+/// polled once, so that it waits; measured over `HEAP_STREAMS` streams after a warm-up.
+async fn heap_per_stream(name: &str) -> support::HeapUse {
+    let router = router(name);
+    let waker = futures::task::noop_waker();
+    let mut held = Vec::with_capacity(WARM_UP + HEAP_STREAMS);
+    let open = || {
+        let request = http::Request::get("/sse")
+            .body(axum::body::Body::empty())
+            .expect("a request");
+        let response = router
+            .clone()
+            .oneshot(request)
+            .now_or_never()
+            .expect("the handlers answer at once")
+            .expect("infallible");
+        let mut body = Box::pin(response.into_body());
+        let polled = body
+            .as_mut()
+            .poll_frame(&mut std::task::Context::from_waker(&waker));
+        assert!(polled.is_pending(), "{name}: an idle stream waits");
+        body
+    };
+    for _ in 0..WARM_UP {
+        held.push(open());
+    }
+    let ((), heap) = support::measure(|| held.extend((0..HEAP_STREAMS).map(|_| open())));
+    drop(held);
+    heap
 }
 
 /// What one server cost.
@@ -215,9 +267,9 @@ fn env_number(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Server mode: serves the named variant on a loopback port, printing the address first.
-fn serve(name: &str) {
-    let router = match name {
+/// The named server's router.
+fn router(name: &str) -> Router {
+    match name {
         "tower-sse" => {
             let emitters: Arc<Mutex<Vec<SseEmitter>>> = Arc::default();
             Router::new()
@@ -268,7 +320,12 @@ fn serve(name: &str) {
             eprintln!("unknown server {other:?}; expected one of {SERVERS:?}");
             std::process::exit(2);
         }
-    };
+    }
+}
+
+/// Server mode: serves the named variant on a loopback port, printing the address first.
+fn serve(name: &str) {
+    let router = router(name);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -16,12 +16,16 @@ static ALLOCATOR: Counting = Counting;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+static FREES: AtomicUsize = AtomicUsize::new(0);
 static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
 
 fn record(allocated: usize, freed: usize) {
     if ENABLED.load(Relaxed) {
         if allocated > 0 {
             ALLOCATIONS.fetch_add(1, Relaxed);
+        }
+        if freed > 0 {
+            FREES.fetch_add(1, Relaxed);
         }
         // Layout sizes never exceed isize::MAX.
         LIVE_BYTES.fetch_add(allocated as isize - freed as isize, Relaxed);
@@ -60,6 +64,9 @@ unsafe impl GlobalAlloc for Counting {
 pub struct HeapUse {
     /// Calls to `alloc`, `alloc_zeroed` and `realloc`.
     pub allocations: usize,
+    /// Calls to `dealloc` and `realloc`: with `allocations`, how many allocations the closure
+    /// left live (a `realloc` counts as one of each).
+    pub frees: usize,
     /// Bytes allocated minus bytes freed: what the closure left live.
     pub live_bytes: isize,
 }
@@ -68,12 +75,14 @@ pub struct HeapUse {
 /// made by other threads meanwhile are counted too.
 pub fn measure<T>(f: impl FnOnce() -> T) -> (T, HeapUse) {
     ALLOCATIONS.store(0, Relaxed);
+    FREES.store(0, Relaxed);
     LIVE_BYTES.store(0, Relaxed);
     ENABLED.store(true, Relaxed);
     let value = f();
     ENABLED.store(false, Relaxed);
     let heap = HeapUse {
         allocations: ALLOCATIONS.load(Relaxed),
+        frees: FREES.load(Relaxed),
         live_bytes: LIVE_BYTES.load(Relaxed),
     };
     (value, heap)
