@@ -66,6 +66,7 @@ pub struct HeapUse {
     pub allocations: usize,
     /// Calls to `dealloc` and `realloc`: with `allocations`, how many allocations the closure
     /// left live (a `realloc` counts as one of each).
+    #[allow(dead_code)] // each bench compiles this module on its own; the idle bench reads it
     pub frees: usize,
     /// Bytes allocated minus bytes freed: what the closure left live.
     pub live_bytes: isize,
