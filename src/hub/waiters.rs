@@ -6,8 +6,7 @@ use std::task::Waker;
 ///
 /// Each subscriber owns a slot; the slots with a waker are listed in `waiting`, and each such
 /// slot remembers its place there, so registering, unregistering and taking them all are
-/// O(1) per subscriber and memory never outgrows the peak number of subscribers. Once the
-/// last subscriber is gone, the table gives its memory back.
+/// O(1) per subscriber and memory never outgrows the peak number of subscribers.
 #[derive(Default)]
 pub(super) struct Waiters {
     slots: Vec<Slot>,
@@ -41,10 +40,6 @@ impl Waiters {
             }
         }
         self.free.push(slot);
-        if self.free.len() == self.slots.len() {
-            // Nobody left: a topic that had 100,000 subscribers should not keep their table.
-            *self = Waiters::default();
-        }
     }
 
     /// Keeps the waker to wake the slot's subscriber at the next event.
@@ -71,36 +66,5 @@ impl Waiters {
             .drain(..)
             .filter_map(|slot| slots[slot].waker.take())
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Waiters;
-
-    #[test]
-    fn the_table_gives_its_memory_back_once_every_subscriber_left() {
-        let mut waiters = Waiters::default();
-        let waker = futures::task::noop_waker();
-        let slots: Vec<usize> = (0..1000).map(|_| waiters.insert()).collect();
-        for &slot in &slots {
-            waiters.register(slot, &waker);
-        }
-        for &slot in &slots[..999] {
-            waiters.remove(slot);
-        }
-        assert_eq!(waiters.take_all().len(), 1, "the one left still waits");
-        assert!(waiters.slots.capacity() >= 1000);
-        waiters.remove(slots[999]);
-        let capacities = (
-            waiters.slots.capacity(),
-            waiters.free.capacity(),
-            waiters.waiting.capacity(),
-        );
-        assert_eq!(capacities, (0, 0, 0));
-        // And it works as new afterwards.
-        let slot = waiters.insert();
-        waiters.register(slot, &waker);
-        assert_eq!(waiters.take_all().len(), 1);
     }
 }
