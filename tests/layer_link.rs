@@ -154,6 +154,48 @@ async fn a_producer_learns_the_layers_reason_at_its_next_send() {
 }
 
 #[tokio::test]
+async fn every_channel_linked_to_one_response_learns_its_end() {
+    // Three channels built in one handler all link themselves (two of them feed no response:
+    // their bodies are kept aside); the response ends on its time limit, and each of them
+    // reports that reason and takes no more events.
+    type Aside = tower_sse::SseBody<tower_sse::EventReceiver>;
+    let emitters: Arc<Mutex<Vec<SseEmitter>>> = Arc::default();
+    let aside: Arc<Mutex<Vec<Aside>>> = Arc::default();
+    let (kept, kept_aside) = (emitters.clone(), aside.clone());
+    let app = Router::new()
+        .route(
+            "/",
+            route_get(move || async move {
+                let (first, body) = ChannelBuilder::new(4).build();
+                let (second, second_body) = ChannelBuilder::new(4).build();
+                let (third, third_body) = ChannelBuilder::new(4).build();
+                kept.lock().unwrap().extend([first, second, third]);
+                kept_aside.lock().unwrap().extend([second_body, third_body]);
+                body
+            }),
+        )
+        .layer(SseLayer::new().max_duration(Duration::from_millis(200)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, app).into_future());
+    let (_client, response) = get(addr, Proto::Http1, "/").await;
+    let received = read_body(response.into_body()).await;
+    assert!(received.error.is_none());
+    let emitters: Vec<SseEmitter> = emitters.lock().unwrap().drain(..).collect();
+    assert_eq!(emitters.len(), 3);
+    for (i, emitter) in emitters.iter().enumerate() {
+        let reason = tokio::time::timeout(SOON, emitter.closed())
+            .await
+            .unwrap_or_else(|_| panic!("channel {i} never learned the end"));
+        assert_eq!(reason, CloseReason::TimedOut, "channel {i}");
+        assert!(matches!(
+            emitter.try_send("late"),
+            Err(TrySendError::Closed(_, CloseReason::TimedOut))
+        ));
+    }
+}
+
+#[tokio::test]
 async fn a_channel_timeout_is_the_reason_the_layer_reports() {
     let (hook, seen) = recording_hook();
     let layer = SseLayer::new().on_close(hook);
