@@ -28,6 +28,21 @@ const SOON: Duration = Duration::from_secs(5);
 
 type Kept = Arc<Mutex<Vec<(SseConnection, SseEmitter)>>>;
 
+/// Serves `app` on a loopback port.
+async fn serve_router(app: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, app).into_future());
+    addr
+}
+
+/// Reads a whole response body of `path`, which must end cleanly.
+async fn read_to_clean_end(addr: SocketAddr, proto: Proto, path: &str) {
+    let (_client, response) = get(addr, proto, path).await;
+    let received = read_body(response.into_body()).await;
+    assert!(received.error.is_none(), "{:?}", received.error);
+}
+
 /// Serves `layer` around `/linked` (a channel built in the handler), `/spawned` (a channel
 /// built in another task and linked by hand) and `/missing` (a 404 JSON answer).
 async fn serve(layer: SseLayer) -> (SocketAddr, Kept) {
@@ -58,9 +73,7 @@ async fn serve(layer: SseLayer) -> (SocketAddr, Kept) {
             route_get(|| async { (StatusCode::NOT_FOUND, "{\"error\":\"no such thing\"}") }),
         )
         .layer(layer);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(axum::serve(listener, app).into_future());
+    let addr = serve_router(app).await;
     (addr, kept)
 }
 
@@ -137,12 +150,8 @@ async fn a_producer_learns_the_layers_reason_at_its_next_send() {
             }),
         )
         .layer(layer);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(axum::serve(listener, app).into_future());
-    let (_client, response) = get(addr, Proto::Http1, "/").await;
-    let received = read_body(response.into_body()).await;
-    assert!(received.error.is_none());
+    let addr = serve_router(app).await;
+    read_to_clean_end(addr, Proto::Http1, "/").await;
     let producer = waiting.lock().unwrap().take().unwrap();
     // The producer was sleeping when the stream ended; its next send fails right away.
     let kind = tokio::time::timeout(Duration::from_millis(600), producer)
@@ -175,12 +184,8 @@ async fn every_channel_linked_to_one_response_learns_its_end() {
             }),
         )
         .layer(SseLayer::new().max_duration(Duration::from_millis(200)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(axum::serve(listener, app).into_future());
-    let (_client, response) = get(addr, Proto::Http1, "/").await;
-    let received = read_body(response.into_body()).await;
-    assert!(received.error.is_none());
+    let addr = serve_router(app).await;
+    read_to_clean_end(addr, Proto::Http1, "/").await;
     let emitters: Vec<SseEmitter> = emitters.lock().unwrap().drain(..).collect();
     assert_eq!(emitters.len(), 3);
     for (i, emitter) in emitters.iter().enumerate() {
@@ -211,12 +216,8 @@ async fn a_channel_timeout_is_the_reason_the_layer_reports() {
             }),
         )
         .layer(layer);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(axum::serve(listener, app).into_future());
-    let (_client, response) = get(addr, Proto::Http2, "/").await;
-    let received = read_body(response.into_body()).await;
-    assert!(received.error.is_none());
+    let addr = serve_router(app).await;
+    read_to_clean_end(addr, Proto::Http2, "/").await;
     let seen: Vec<CloseInfo> = seen.lock().unwrap().clone();
     assert_eq!(seen[0].reason, CloseReason::TimedOut);
 }
