@@ -69,7 +69,8 @@ struct ConnectionState {
     guarded: Option<Box<Guarded>>,
 }
 
-/// How far the response is in ending, and who must hear of it.
+/// What the handle's clones share under one lock: how far the response is in ending, who
+/// must hear of it, and what the service answered.
 #[derive(Default)]
 struct Ending {
     /// Why the response is ending, set as soon as the layer (or a linked channel) decides it:
