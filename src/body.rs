@@ -24,7 +24,7 @@ use crate::{
 
 /// How many bytes of ready items go into one frame unless [`FramedBody::max_frame_bytes`] says
 /// otherwise.
-const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+const DEFAULT_MAX_FRAME_BYTES: u32 = 64 * 1024;
 
 /// The body of a Server-Sent Events response: a [`FramedBody`] in the [`Sse`] framing.
 ///
@@ -56,6 +56,7 @@ const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 pub type SseBody<S> = FramedBody<Sse, S>;
 
 pin_project! {
+    #[project = FramedBodyProj]
     /// A streaming response body that writes each item of a stream in its exact wire form, in
     /// the framing `F`: [`SseBody`] for Server-Sent Events, `FramedBody<Ndjson, _>` for NDJSON
     /// and so on (see [`framing`](crate::framing)).
@@ -67,8 +68,12 @@ pin_project! {
     /// copy.
     ///
     /// An error from the stream (or an item its framing cannot encode) ends the body with that
-    /// error, after the items before it were handed over: the client sees an aborted response,
-    /// not a clean end.
+    /// error, after the items before it: the client sees an aborted response, not a clean end.
+    /// hyper drops what it has not yet written when a body fails, so an error that follows
+    /// items handed over since the body last said it was pending waits one poll: over HTTP/1.1
+    /// the connection writes them in that turn. Over HTTP/2 the body runs in a task of its own
+    /// and the connection's task writes, so frames it has not taken when the reset is queued
+    /// may still be dropped.
     ///
     /// The body writes items only: keep-alives, the streaming headers, time limits and graceful
     /// shutdown come from [`SseLayer`](crate::SseLayer) around the service.
@@ -86,10 +91,14 @@ pin_project! {
         stream: S,
         // Ready items waiting to be handed over as one frame.
         frame: BytesMut,
-        max_frame_bytes: usize,
+        // A `u32`, so `handed_over` fits beside it.
+        max_frame_bytes: u32,
         // A large item that arrived while `frame` held others: it goes out next, on its own.
         held: Option<Bytes>,
         state: State,
+        // A frame went out since the body last said it was pending: the connection may not
+        // have written it yet.
+        handed_over: bool,
         framing: PhantomData<fn() -> F>,
     }
 }
@@ -98,10 +107,7 @@ pin_project! {
 enum State {
     /// Pulling items from the stream.
     Streaming,
-    /// The stream failed after items were handed over in the same poll. The error waits one
-    /// poll, so the connection writes those items before it aborts.
-    ErrorAfterData(BoxError),
-    /// The error is next.
+    /// The stream failed: the error is next, once what went out before it is written.
     Error(BoxError),
     /// The stream ended and every item is handed over: the end is next. The body says it is
     /// over only once it handed over `None`, one poll later than it could, so that the layers
@@ -129,6 +135,7 @@ where
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             held: None,
             state: State::Streaming,
+            handed_over: false,
             framing: PhantomData,
         }
     }
@@ -137,7 +144,7 @@ where
     ///
     /// An item is never split: one larger than this goes out as a frame of its own.
     pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
-        self.max_frame_bytes = bytes.max(1);
+        self.max_frame_bytes = u32::try_from(bytes).unwrap_or(u32::MAX).max(1);
         self
     }
 }
@@ -156,102 +163,20 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        match std::mem::replace(this.state, State::Done) {
-            State::Streaming => *this.state = State::Streaming,
-            State::ErrorAfterData(err) => {
+        match poll_items::<F, S, T, E>(&mut this, cx) {
+            Poll::Ready(Some(Err(err))) if *this.handed_over => {
+                // What went out since the last pending may still sit in the connection's
+                // buffer, which the error would drop: give the connection one turn to write it.
                 *this.state = State::Error(err);
+                *this.handed_over = false;
                 cx.waker().wake_by_ref();
-                return Poll::Pending;
+                Poll::Pending
             }
-            State::Error(err) => return Poll::Ready(Some(Err(err))),
-            State::Ending | State::Done => return Poll::Ready(None),
-        }
-        if let Some(bytes) = this.held.take() {
-            return Poll::Ready(Some(Ok(Frame::data(bytes))));
-        }
-        // A small event that may be the only one ready: it goes out as it is, with no frame
-        // buffer to allocate and copy into, unless another one follows.
-        let mut lone: Option<T> = None;
-        while this.frame.len() < *this.max_frame_bytes {
-            match this.stream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(item))) => {
-                    if this.frame.is_empty() && lone.is_none() {
-                        lone = Some(item);
-                        continue;
-                    }
-                    // More than one is ready: they share the frame.
-                    if let Some(first) = lone.take() {
-                        match F::write(first, this.frame) {
-                            Ok(None) => {}
-                            Ok(Some(bytes)) => {
-                                // The first was large: it goes out now, the one in hand next.
-                                match F::write(item, this.frame) {
-                                    Ok(None) => {}
-                                    Ok(Some(next)) => *this.held = Some(next),
-                                    Err(err) => *this.state = State::ErrorAfterData(err),
-                                }
-                                return Poll::Ready(Some(Ok(Frame::data(bytes))));
-                            }
-                            Err(err) => {
-                                *this.state = State::Done;
-                                return Poll::Ready(Some(Err(err)));
-                            }
-                        }
-                    }
-                    match F::write(item, this.frame) {
-                        Ok(None) => {}
-                        Ok(Some(bytes)) if this.frame.is_empty() => {
-                            return Poll::Ready(Some(Ok(Frame::data(bytes))));
-                        }
-                        Ok(Some(bytes)) => {
-                            *this.held = Some(bytes);
-                            break;
-                        }
-                        Err(err) => {
-                            if this.frame.is_empty() {
-                                *this.state = State::Done;
-                                return Poll::Ready(Some(Err(err)));
-                            }
-                            *this.state = State::ErrorAfterData(err);
-                            break;
-                        }
-                    }
-                }
-                Poll::Ready(Some(Err(err))) => {
-                    let err = err.into();
-                    if this.frame.is_empty() && lone.is_none() {
-                        *this.state = State::Done;
-                        return Poll::Ready(Some(Err(err)));
-                    }
-                    *this.state = State::ErrorAfterData(err);
-                    break;
-                }
-                Poll::Ready(None) => {
-                    *this.state = State::Ending;
-                    break;
-                }
-                Poll::Pending if this.frame.is_empty() && lone.is_none() => {
-                    // Idle: give back the spare buffer instead of holding it while nothing flows.
-                    *this.frame = BytesMut::new();
-                    return Poll::Pending;
-                }
-                Poll::Pending => break,
+            polled => {
+                *this.handed_over = matches!(polled, Poll::Ready(Some(Ok(_))));
+                polled
             }
         }
-        if let Some(item) = lone {
-            return match F::write_alone(item) {
-                Ok(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
-                Err(err) => {
-                    *this.state = State::Done;
-                    Poll::Ready(Some(Err(err)))
-                }
-            };
-        }
-        if this.frame.is_empty() {
-            *this.state = State::Done;
-            return Poll::Ready(None);
-        }
-        Poll::Ready(Some(Ok(Frame::data(this.frame.split().freeze()))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -264,6 +189,109 @@ where
             _ => SizeHint::default(),
         }
     }
+}
+
+/// The body's next frame, its error or its end, from the items the stream has ready.
+fn poll_items<F, S, T, E>(
+    this: &mut FramedBodyProj<'_, F, S>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
+where
+    F: Encode<T>,
+    S: Stream<Item = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    match std::mem::replace(this.state, State::Done) {
+        State::Streaming => *this.state = State::Streaming,
+        State::Error(err) => return Poll::Ready(Some(Err(err))),
+        State::Ending | State::Done => return Poll::Ready(None),
+    }
+    if let Some(bytes) = this.held.take() {
+        return Poll::Ready(Some(Ok(Frame::data(bytes))));
+    }
+    // A small event that may be the only one ready: it goes out as it is, with no frame
+    // buffer to allocate and copy into, unless another one follows.
+    let mut lone: Option<T> = None;
+    while this.frame.len() < *this.max_frame_bytes as usize {
+        match this.stream.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(item))) => {
+                if this.frame.is_empty() && lone.is_none() {
+                    lone = Some(item);
+                    continue;
+                }
+                // More than one is ready: they share the frame.
+                if let Some(first) = lone.take() {
+                    match F::write(first, this.frame) {
+                        Ok(None) => {}
+                        Ok(Some(bytes)) => {
+                            // The first was large: it goes out now, the one in hand next.
+                            match F::write(item, this.frame) {
+                                Ok(None) => {}
+                                Ok(Some(next)) => *this.held = Some(next),
+                                Err(err) => *this.state = State::Error(err),
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                        }
+                        Err(err) => {
+                            *this.state = State::Done;
+                            return Poll::Ready(Some(Err(err)));
+                        }
+                    }
+                }
+                match F::write(item, this.frame) {
+                    Ok(None) => {}
+                    Ok(Some(bytes)) if this.frame.is_empty() => {
+                        return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    }
+                    Ok(Some(bytes)) => {
+                        *this.held = Some(bytes);
+                        break;
+                    }
+                    Err(err) => {
+                        if this.frame.is_empty() {
+                            *this.state = State::Done;
+                            return Poll::Ready(Some(Err(err)));
+                        }
+                        *this.state = State::Error(err);
+                        break;
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(err))) => {
+                let err = err.into();
+                if this.frame.is_empty() && lone.is_none() {
+                    *this.state = State::Done;
+                    return Poll::Ready(Some(Err(err)));
+                }
+                *this.state = State::Error(err);
+                break;
+            }
+            Poll::Ready(None) => {
+                *this.state = State::Ending;
+                break;
+            }
+            Poll::Pending if this.frame.is_empty() && lone.is_none() => {
+                // Idle: give back the spare buffer instead of holding it while nothing flows.
+                *this.frame = BytesMut::new();
+                return Poll::Pending;
+            }
+            Poll::Pending => break,
+        }
+    }
+    if let Some(item) = lone {
+        return match F::write_alone(item) {
+            Ok(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            Err(err) => {
+                *this.state = State::Done;
+                Poll::Ready(Some(Err(err)))
+            }
+        };
+    }
+    if this.frame.is_empty() {
+        *this.state = State::Done;
+        return Poll::Ready(None);
+    }
+    Poll::Ready(Some(Ok(Frame::data(this.frame.split().freeze()))))
 }
 
 impl<F, S> fmt::Debug for FramedBody<F, S> {

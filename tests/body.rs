@@ -1,6 +1,15 @@
 //! `SseBody` frame by frame: coalescing, latency, large events, errors and the end of stream.
 
-use std::{cell::Cell, convert::Infallible, pin::Pin};
+mod common;
+
+use std::{
+    cell::Cell,
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use common::{read_body, Proto};
 
 use bytes::Bytes;
 use futures::{stream, Stream, StreamExt};
@@ -104,6 +113,43 @@ async fn an_error_comes_after_the_events_before_it() {
     let (frames, error) = drain(SseBody::new(events)).await;
     assert_eq!(frames.concat(), b"data: one\n\ndata: two\n\n");
     assert_eq!(error.unwrap().to_string(), "producer failed");
+}
+
+/// Each event alone, with the stream pending (and ready again at once) between them, then an
+/// error right after the last: the body hands the events over one poll apart, and the server
+/// polls it again before it has written them.
+fn events_then_an_error_right_behind() -> impl Stream<Item = Result<Event, std::io::Error>> {
+    let mut step = 0;
+    stream::poll_fn(move |cx: &mut Context<'_>| {
+        step += 1;
+        match step {
+            1 => Poll::Ready(Some(Ok(Event::from("one")))),
+            3 => Poll::Ready(Some(Ok(Event::from("two")))),
+            5 => Poll::Ready(Some(Err(std::io::Error::other("producer failed")))),
+            _ if step < 5 => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            _ => Poll::Ready(None),
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_right_after_events_reaches_the_client_after_all_of_them() {
+    let addr = common::serve(|_| async {
+        tower_sse::response(SseBody::new(events_then_an_error_right_behind()))
+    })
+    .await;
+    // HTTP/1.1 only: hyper's HTTP/2 runs the body in a task of its own, so whether the
+    // connection task writes a stream's queued frames before its reset drops them is a race
+    // between two tasks that no body can order.
+    for _ in 0..20 {
+        let (_client, response) = common::get(addr, Proto::Http1, "/").await;
+        let received = read_body(response.into_body()).await;
+        assert_eq!(received.text(), "data: one\n\ndata: two\n\n");
+        assert!(received.error.is_some(), "the response must abort");
+    }
 }
 
 #[tokio::test]
