@@ -13,6 +13,7 @@ use std::{
     net::{SocketAddr, TcpListener as StdListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -74,12 +75,16 @@ impl Nginx {
     /// Starts nginx in front of `upstream`, with nginx's default proxy buffering and the given
     /// `proxy_read_timeout`.
     async fn start(binary: &str, upstream: SocketAddr, read_timeout: Duration) -> Nginx {
+        static STARTED: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "tower-sse-nginx-{}-{}",
             std::process::id(),
-            free_port()
+            STARTED.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(dir.join("logs")).unwrap();
+        // Answered on `/ready` by this nginx alone, so that one started by another test on the
+        // same port is never taken for it.
+        let marker = dir.file_name().unwrap().to_str().unwrap().to_owned();
         let dir = TempDir(dir);
         // A port picked then released may be taken before nginx binds it: try a few.
         for _ in 0..5 {
@@ -90,11 +95,13 @@ impl Nginx {
                  http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n\
                  proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n\
                  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
-                 server {{\n    listen {addr};\n    location / {{\n\
+                 server {{\n    listen {addr};\n    location = /ready {{ return 200 \"{marker}\"; }}\n\
+                 location / {{\n\
                  proxy_pass http://{upstream};\n      proxy_http_version 1.1;\n\
                  proxy_set_header Connection \"\";\n      proxy_read_timeout {timeout}ms;\n\
                  }}\n  }}\n}}\n",
                 dir = dir.0.display(),
+                marker = marker,
                 timeout = read_timeout.as_millis(),
             );
             let config_path = dir.0.join("nginx.conf");
@@ -116,7 +123,7 @@ impl Nginx {
                     eprintln!("nginx exited ({status}); retrying on another port: {log:?}");
                     break;
                 }
-                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                if answers_ready(addr, &marker).await {
                     return Nginx {
                         child,
                         addr,
@@ -130,6 +137,23 @@ impl Nginx {
         }
         panic!("nginx did not start");
     }
+}
+
+/// Whether the nginx on `addr` answers `GET /ready` with `marker`.
+async fn answers_ready(addr: SocketAddr, marker: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let mut response = Vec::new();
+    let asked = async {
+        stream.write_all(b"GET /ready HTTP/1.0\r\n\r\n").await?;
+        stream.read_to_end(&mut response).await
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), asked).await,
+        Ok(Ok(_))
+    ) && response.ends_with(marker.as_bytes())
 }
 
 /// Reads data until `wanted` has arrived or `limit` has passed; returns what arrived and
