@@ -86,13 +86,14 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(child) = &mut self.child {
-                if let Ok(Some(_)) = child.try_wait() {
-                    self.child = None;
-                    return false;
-                }
+            let Some(child) = &mut self.child else {
+                return false;
+            };
+            if let Ok(Some(_)) = child.try_wait() {
+                self.child = None;
+                return false;
             }
-            if ping(self.port) {
+            if answers(self.port, child.id()) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -178,16 +179,28 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Whether a Redis answers `PING` on the port.
-fn ping(port: u16) -> bool {
+/// Whether the Redis answering on the port is the process `pid` (from `INFO server`), so that
+/// one another test started on the same port is never taken for it.
+fn answers(port: u16, pid: u32) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    if stream.write_all(b"PING\r\n").is_err() {
+    if stream.write_all(b"INFO server\r\n").is_err() {
         return false;
     }
-    let mut reply = [0; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    // The section's lines up to `tcp_port`, which comes after `process_id`.
+    let mut reply = Vec::new();
+    let mut chunk = [0; 4096];
+    while !reply.windows(9).any(|window| window == b"tcp_port:") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(read) => reply.extend_from_slice(&chunk[..read]),
+        }
+    }
+    let line = format!("process_id:{pid}\r\n");
+    reply
+        .windows(line.len())
+        .any(|window| window == line.as_bytes())
 }
