@@ -18,7 +18,7 @@ use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::{
-    framing::{Encode, Framing, Sse},
+    framing::{reserve_first, Encode, Framing, Sse},
     BoxError,
 };
 
@@ -221,6 +221,7 @@ where
                 }
                 // More than one is ready: they share the frame.
                 if let Some(first) = lone.take() {
+                    reserve_first(this.frame);
                     match F::write(first, this.frame) {
                         Ok(None) => {}
                         Ok(Some(bytes)) => {

@@ -13,6 +13,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// (`id`, `event` and a few words of data), which is then built without any allocation.
 const INLINE_CAPACITY: usize = 40;
 
+/// Values shorter than this are scanned a byte at a time: a call to `memchr` costs more.
+const SHORT_VALUE: usize = 16;
+
 /// The smallest buffer an event allocates once its lines outgrow the inline room, so a typical
 /// event needs at most one allocation however many builder calls it takes.
 const MIN_CAPACITY: usize = 128;
@@ -158,6 +161,7 @@ impl std::error::Error for EventError {
 
 impl Event {
     /// An empty event; add fields with the builder methods.
+    #[inline(always)]
     pub fn new() -> Self {
         Self::default()
     }
@@ -170,7 +174,9 @@ impl Event {
     #[inline(always)]
     pub fn data(mut self, text: impl AsRef<str>) -> Self {
         let text = text.as_ref().as_bytes();
-        write_lines(self.lines_mut(0), b"data: ", text);
+        if !self.lines.push_short(b"data: ", text, is_break) {
+            write_lines(self.lines_mut(0), b"data: ", text);
+        }
         self
     }
 
@@ -227,8 +233,10 @@ impl Event {
     #[inline(always)]
     pub fn event(mut self, name: impl AsRef<str>) -> Result<Self, EventError> {
         let name = name.as_ref();
-        check_value(EventField::Event, name, |b| b == b'\r' || b == b'\n')?;
-        self.set_line(Slot::Event, name.as_bytes());
+        if !self.push_short_field(Slot::Event, name.as_bytes(), is_break) {
+            check_value(EventField::Event, name, is_break)?;
+            self.set_line(Slot::Event, name.as_bytes());
+        }
         Ok(self)
     }
 
@@ -238,8 +246,10 @@ impl Event {
     #[inline(always)]
     pub fn id(mut self, id: impl AsRef<str>) -> Result<Self, EventError> {
         let id = id.as_ref();
-        check_value(EventField::Id, id, |b| matches!(b, b'\r' | b'\n' | 0))?;
-        self.set_line(Slot::Id, id.as_bytes());
+        if !self.push_short_field(Slot::Id, id.as_bytes(), is_id_break) {
+            check_value(EventField::Id, id, is_id_break)?;
+            self.set_line(Slot::Id, id.as_bytes());
+        }
         Ok(self)
     }
 
@@ -339,9 +349,29 @@ impl Event {
         }
     }
 
+    /// Whether its lines are inside it: then it is never larger than the inline room.
+    #[inline(always)]
+    pub(crate) fn is_inline(&self) -> bool {
+        matches!(self.lines, Lines::Inline { .. })
+    }
+
     /// Appends the finished encoding to `out` (how bodies coalesce small events into a frame).
     #[inline(always)]
     pub(crate) fn write_to(&self, out: &mut BytesMut) {
+        if let Lines::Inline { len, bytes } = &self.lines {
+            // The whole inline room, a copy of fixed size (no call), cut back to the lines
+            // and the blank line that ends the event.
+            let (start, len) = (out.len(), *len);
+            out.extend_from_slice(bytes);
+            match out.get_mut(start + len) {
+                Some(end) => {
+                    *end = b'\n';
+                    out.truncate(start + len + 1);
+                }
+                None => out.put_u8(b'\n'),
+            }
+            return;
+        }
         let lines = self.lines.as_slice();
         out.reserve(lines.len() + 1);
         out.extend_from_slice(lines);
@@ -353,6 +383,17 @@ impl Event {
     fn lines_mut(&mut self, additional: usize) -> &mut Lines {
         self.lines.reserve(additional);
         &mut self.lines
+    }
+
+    /// Writes a single-line field set for the first time with a short value that `bad`
+    /// accepts, through [`Lines::push_short`]; whether it did.
+    #[inline(always)]
+    fn push_short_field(&mut self, slot: Slot, value: &[u8], bad: impl Fn(u8) -> bool) -> bool {
+        if self.fields & slot.bit() != 0 || !self.lines.push_short(slot.prefix(), value, bad) {
+            return false;
+        }
+        self.fields |= slot.bit();
+        true
     }
 
     /// Writes a single-line field, replacing its earlier line if there was one.
@@ -392,6 +433,7 @@ impl Slot {
 }
 
 impl Default for Lines {
+    #[inline(always)]
     fn default() -> Self {
         Lines::Inline {
             len: 0,
@@ -465,6 +507,38 @@ impl Lines {
         *self = Lines::Heap(lines);
     }
 
+    /// Appends the line `prefix` `value` when the value is short, fits inside the event and
+    /// holds no byte `bad` refuses (the usual token, id or event type); whether it did. The
+    /// value is copied and checked in one pass with no call, and counts only once `len` covers
+    /// it; anything else is left to the general path, which also reports what is wrong. An
+    /// empty value gives the prefix alone, which is right for `data: `, `id: ` and `event: `.
+    #[inline(always)]
+    fn push_short(&mut self, prefix: &[u8], value: &[u8], bad: impl Fn(u8) -> bool) -> bool {
+        let Lines::Inline { len, bytes } = self else {
+            return false;
+        };
+        if value.len() >= SHORT_VALUE {
+            return false;
+        }
+        let start = *len;
+        let end = start + prefix.len() + value.len() + 1;
+        let Some(room) = bytes.get_mut(start..end) else {
+            return false;
+        };
+        let (head, tail) = room.split_at_mut(prefix.len());
+        let (middle, lf) = tail.split_at_mut(value.len());
+        for (at, &byte) in value.iter().enumerate() {
+            if bad(byte) {
+                return false;
+            }
+            middle[at] = byte;
+        }
+        head.copy_from_slice(prefix);
+        lf.fill(b'\n');
+        *len = end;
+        true
+    }
+
     /// Removes the line that starts with `prefix`, if there is one.
     #[cold]
     fn remove_line(&mut self, prefix: &[u8]) {
@@ -499,6 +573,19 @@ fn finished(lines: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+/// A byte that ends a line: a data or comment value is split there, and an event type may not
+/// hold it.
+#[inline(always)]
+fn is_break(byte: u8) -> bool {
+    byte == b'\r' || byte == b'\n'
+}
+
+/// A byte an id may not hold: a line break, or a NUL (browsers ignore such ids).
+#[inline(always)]
+fn is_id_break(byte: u8) -> bool {
+    matches!(byte, b'\r' | b'\n' | 0)
+}
+
 fn check_value(field: EventField, value: &str, bad: impl Fn(u8) -> bool) -> Result<(), EventError> {
     match value.bytes().position(bad) {
         None => Ok(()),
@@ -526,8 +613,8 @@ fn find_line(lines: &[u8], prefix: &[u8]) -> Option<usize> {
 /// below a few dozen bytes the vectorised search costs more to set up than it saves.
 #[inline(always)]
 fn find_break(text: &[u8]) -> Option<usize> {
-    if text.len() < 16 {
-        text.iter().position(|&b| b == b'\r' || b == b'\n')
+    if text.len() < SHORT_VALUE {
+        text.iter().position(|&b| is_break(b))
     } else {
         memchr::memchr2(b'\r', b'\n', text)
     }

@@ -1,5 +1,6 @@
 //! Encoder and decoder against each other: whatever an `Event` is built from, a browser-exact
-//! parser receives exactly that event back, however the bytes are chunked.
+//! parser receives exactly that event back, however the bytes are chunked, and `SseBody`
+//! writes exactly the bytes `to_bytes` gives.
 
 mod common;
 
@@ -7,8 +8,10 @@ use common::split;
 
 use std::time::Duration;
 
+use futures::stream;
+use http_body_util::BodyExt;
 use proptest::prelude::*;
-use tower_sse::{Event, MessageEvent, Parser};
+use tower_sse::{Event, MessageEvent, Parser, SseBody};
 
 /// Text that stresses the encoder: any Unicode, with line breaks of every kind, spaces,
 /// colons, field names, NULs and BOMs much more frequent than chance.
@@ -205,6 +208,20 @@ proptest! {
         }
         let (events, _) = parse(&split(&wire, &cuts));
         prop_assert_eq!(events, want);
+    }
+
+    #[test]
+    fn a_body_writes_every_event_exactly_as_to_bytes(
+        specs in prop::collection::vec(spec(), 1..8),
+        max_frame_bytes in 1usize..200,
+    ) {
+        let events: Vec<Event> = specs.iter().map(build).collect();
+        let want: Vec<u8> = events.iter().flat_map(|event| event.to_bytes()).collect();
+        let items = stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>));
+        let body = SseBody::new(items).max_frame_bytes(max_frame_bytes);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let got = runtime.block_on(body.collect()).expect("no error").to_bytes();
+        prop_assert_eq!(&got[..], &want[..]);
     }
 
     #[test]

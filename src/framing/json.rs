@@ -106,6 +106,7 @@ impl<F: JsonFraming + sealed::Sealed, T: serde::Serialize> Encode<T> for F {
     }
 
     fn write(value: T, frame: &mut BytesMut) -> Result<Option<Bytes>, BoxError> {
+        // Also for a value alone, whose frame starts empty: serde would grow it step by step.
         reserve_first(frame);
         let start = frame.len();
         frame.extend_from_slice(F::PREFIX);

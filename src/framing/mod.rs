@@ -174,17 +174,17 @@ impl<F> fmt::Debug for Record<F> {
 /// Appends a finished item to `frame`, or hands it back whole when it is large.
 #[inline(always)]
 fn write_item<I: sealed::WireItem>(item: I, frame: &mut BytesMut) -> Option<Bytes> {
-    if item.encoded_len() >= ZERO_COPY_BYTES {
+    if !item.is_inline() && item.encoded_len() >= ZERO_COPY_BYTES {
         return Some(item.into_bytes());
     }
-    reserve_first(frame);
     item.write_to(frame);
     None
 }
 
-/// Gives an empty frame buffer its first room.
+/// Gives an empty frame buffer its first room. The body does so before it writes the first of
+/// several ready items into its frame, so that writes need not check.
 #[inline(always)]
-fn reserve_first(frame: &mut BytesMut) {
+pub(crate) fn reserve_first(frame: &mut BytesMut) {
     if frame.capacity() == 0 {
         frame.reserve(FIRST_FRAME_BYTES);
     }
@@ -199,6 +199,10 @@ pub(crate) mod sealed {
 
     /// An item already in its wire form.
     pub trait WireItem: Clone + std::fmt::Debug + Send + Sync + Unpin + 'static {
+        /// Whether it is kept inside itself, and so is never large: no need to measure it.
+        fn is_inline(&self) -> bool {
+            false
+        }
         /// How many bytes it writes.
         fn encoded_len(&self) -> usize;
         /// Appends its bytes to `out`.
@@ -225,6 +229,11 @@ impl<F: 'static> sealed::WireItem for Record<F> {
 }
 
 impl sealed::WireItem for Event {
+    #[inline(always)]
+    fn is_inline(&self) -> bool {
+        Event::is_inline(self)
+    }
+
     #[inline(always)]
     fn encoded_len(&self) -> usize {
         Event::encoded_len(self)

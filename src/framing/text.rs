@@ -2,7 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{reserve_first, sealed, write_item, Encode, Encoded, Framing, Record, ZERO_COPY_BYTES};
+use super::{sealed, write_item, Encode, Encoded, Framing, Record, ZERO_COPY_BYTES};
 use crate::BoxError;
 
 /// Raw text (`text/plain; charset=utf-8`): the pieces are written as they are, one after the
@@ -43,7 +43,6 @@ impl<T: Into<String>> Encode<T> for Text {
         if text.len() >= ZERO_COPY_BYTES {
             return Ok(Some(Bytes::from(text)));
         }
-        reserve_first(frame);
         frame.extend_from_slice(text.as_bytes());
         Ok(None)
     }
