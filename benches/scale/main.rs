@@ -7,8 +7,9 @@
 //! each process stays under the open-files limit and the clients' work is not charged to the
 //! server. Every socket is on 127.0.0.1; every child ends when the parent closes its stdin.
 //!
-//! Servers (hyper-util's auto connection builder, tokio with 2 workers, HTTP/2 by prior
-//! knowledge or HTTP/1.1, at most `SCALE_MAX_STREAMS` streams per HTTP/2 connection):
+//! Servers (hyper-util's auto connection builder, tokio with 2 workers, or one thread with
+//! `SCALE_SERVER_RUNTIME=current_thread`, HTTP/2 by prior knowledge or HTTP/1.1, at most
+//! `SCALE_MAX_STREAMS` streams per HTTP/2 connection):
 //!
 //! * `tower-sse`: `SseLayer` (keep-alive every 15 s) around a `tower_sse::channel` body whose
 //!   `SseEmitter` the server keeps;
@@ -182,8 +183,12 @@ fn parent() {
         std::process::exit(1);
     });
     println!(
-        "scale: open-files limit {}, {} client processes, {} streams per HTTP/2 connection",
-        settings.fd_limit, settings.clients, settings.per_connection
+        "scale: open-files limit {}, {} client processes, {} streams per HTTP/2 connection, \
+         servers on tokio's {} scheduler",
+        settings.fd_limit,
+        settings.clients,
+        settings.per_connection,
+        server::server_scheduler()
     );
     let mut publish_rows = Vec::new();
     if settings.runs("idle") || settings.runs("broadcast") {

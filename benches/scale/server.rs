@@ -187,12 +187,32 @@ fn router(kind: &str) -> (Router, Control) {
     (router, control)
 }
 
+/// The servers' scheduler, from `SCALE_SERVER_RUNTIME`: `multi_thread` (the default, 2
+/// workers) or `current_thread`.
+pub(crate) fn server_scheduler() -> &'static str {
+    match std::env::var("SCALE_SERVER_RUNTIME").as_deref() {
+        Err(_) | Ok("multi_thread") => "multi_thread",
+        Ok("current_thread") => "current_thread",
+        Ok(other) => panic!("SCALE_SERVER_RUNTIME={other:?}: multi_thread or current_thread"),
+    }
+}
+
+fn server_runtime() -> tokio::runtime::Runtime {
+    match server_scheduler() {
+        "current_thread" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime"),
+        _ => runtime(),
+    }
+}
+
 /// Server mode: serves `kind` on a loopback port and answers the parent's commands on stdin:
 /// `count` (streams held), `publish N` (N events, each carrying its publish time).
 pub(crate) fn serve(kind: &str) {
     let nodelay = env_number("SCALE_NODELAY", 0) == 1;
     let max_streams = env_number("SCALE_MAX_STREAMS", 1_000) as u32;
-    runtime().block_on(async move {
+    server_runtime().block_on(async move {
         let (router, control) = router(kind);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         println!("listening {}", listener.local_addr().expect("the address"));
