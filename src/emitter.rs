@@ -502,6 +502,11 @@ impl<F: Framing> Emitter<F> {
     /// tell it from a clean end. With [`ChannelBuilder::error_event`], the framing's error
     /// record is written last instead and the response ends cleanly. Either way nothing is
     /// written after it, whatever other clones send meanwhile.
+    ///
+    /// An abort right after items were sent can drop those of them the server has not yet
+    /// written: hyper discards a failed response's unwritten frames. Over HTTP/1.1 the body
+    /// waits one poll for them to be written; over HTTP/2 the connection writes from a task of
+    /// its own, so when every item must arrive, end with the error record.
     pub fn complete_with_error(&self, error: impl Into<BoxError>) {
         self.shared.end(Ending::Error, Some(error.into()));
     }
