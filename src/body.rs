@@ -71,9 +71,9 @@ pin_project! {
     /// error, after the items before it: the client sees an aborted response, not a clean end.
     /// hyper drops what it has not yet written when a body fails, so an error that follows
     /// items handed over since the body last said it was pending waits one poll: over HTTP/1.1
-    /// the connection writes them in that turn. Over HTTP/2 the body runs in a task of its own
-    /// and the connection's task writes, so frames it has not taken when the reset is queued
-    /// may still be dropped.
+    /// the connection writes them in that turn. Over HTTP/2 the connection's own task writes,
+    /// which one poll does not wait for; [`SseLayer`](crate::SseLayer) holds the error back
+    /// long enough for it.
     ///
     /// The body writes items only: keep-alives, the streaming headers, time limits and graceful
     /// shutdown come from [`SseLayer`](crate::SseLayer) around the service.

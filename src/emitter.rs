@@ -503,10 +503,11 @@ impl<F: Framing> Emitter<F> {
     /// record is written last instead and the response ends cleanly. Either way nothing is
     /// written after it, whatever other clones send meanwhile.
     ///
-    /// An abort right after items were sent can drop those of them the server has not yet
-    /// written: hyper discards a failed response's unwritten frames. Over HTTP/1.1 the body
-    /// waits one poll for them to be written; over HTTP/2 the connection writes from a task of
-    /// its own, so when every item must arrive, end with the error record.
+    /// hyper discards a failed response's unwritten frames, so the abort waits for the items
+    /// sent just before it to be written: one poll in the body (enough over HTTP/1.1), and
+    /// behind [`SseLayer`](crate::SseLayer) 20 ms more (over HTTP/2 another task writes).
+    /// Items a client is not reading are lost to an abort either way; when every item must
+    /// arrive, end with the error record.
     pub fn complete_with_error(&self, error: impl Into<BoxError>) {
         self.shared.end(Ending::Error, Some(error.into()));
     }

@@ -141,9 +141,8 @@ async fn an_error_right_after_events_reaches_the_client_after_all_of_them() {
         tower_sse::response(SseBody::new(events_then_an_error_right_behind()))
     })
     .await;
-    // HTTP/1.1 only: hyper's HTTP/2 runs the body in a task of its own, so whether the
-    // connection task writes a stream's queued frames before its reset drops them is a race
-    // between two tasks that no body can order.
+    // HTTP/1.1 only: over HTTP/2 the connection's own task writes, which one poll of the body
+    // does not wait for; `SseLayer` holds the error back for it (tests/layer_close.rs).
     for _ in 0..20 {
         let (_client, response) = common::get(addr, Proto::Http1, "/").await;
         let received = read_body(response.into_body()).await;

@@ -7,6 +7,7 @@ mod layer_support;
 use std::{
     convert::Infallible,
     io,
+    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -119,6 +120,48 @@ async fn inner_body_error_is_error() {
             CloseReason::Error,
             "{proto:?}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_right_after_events_aborts_only_once_they_are_written() {
+    // The error right behind the events: hyper drops a failed response's unwritten
+    // frames (over HTTP/2, those its connection task has not yet taken), so the layer holds
+    // the error back until the connection has had time to write them.
+    let app = tower::service_fn(|_: Request<Incoming>| async {
+        // Each event alone, the stream pending (and ready again at once) between them.
+        let mut step = 0;
+        let events = futures::stream::poll_fn(move |cx| {
+            step += 1;
+            match step {
+                1 => Poll::Ready(Some(Ok(Event::from("one")))),
+                3 => Poll::Ready(Some(Ok(Event::from("two")))),
+                5 => Poll::Ready(Some(Err(io::Error::other("producer failed")))),
+                _ if step < 5 => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                _ => Poll::Ready(None),
+            }
+        });
+        Ok::<_, Infallible>(tower_sse::response(tower_sse::SseBody::new(events)))
+    });
+    let addr = serve_service(SseLayer::new().layer(app)).await;
+    // One round in a few hundred lost the events over HTTP/2 before the layer held the error.
+    for (proto, rounds) in [(Proto::Http1, 50), (Proto::Http2, 400)] {
+        for round in 0..rounds {
+            let (_client, response) = get(addr, proto, "/").await;
+            let received = read_body(response.into_body()).await;
+            assert_eq!(
+                received.text(),
+                "data: one\n\ndata: two\n\n",
+                "{proto:?}, round {round}"
+            );
+            assert!(
+                received.error.is_some(),
+                "{proto:?}: the response must abort"
+            );
+        }
     }
 }
 

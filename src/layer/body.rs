@@ -79,6 +79,8 @@ pin_project! {
         // The task's waker as of the last poll that waited: the shutdown signal and the clock
         // wake this one. The signal is polled (which takes its lock) only when it changes.
         waker: Option<Waker>,
+        // The inner body's error, held while the connection writes what went before it.
+        failure: Option<BoxError>,
         scanner: Scanner,
         tracker: Tracker,
     }
@@ -117,6 +119,9 @@ enum Phase {
     Finishing(CloseReason),
     /// An event stream at an event boundary that must end: the final event, then the end.
     Closing(CloseReason),
+    /// An event stream whose inner body failed (reported): its error, once the connection has
+    /// had [`ABORT_LINGER`] to write what went before it.
+    Failing,
     /// Over and reported, the last frame handed over: the end is next. Saying so one poll
     /// late lets the layers outside see the `None` (TraceLayer's `on_eos` waits for it), which
     /// they miss when hyper stops at a body that reports its end with its last frame.
@@ -168,6 +173,7 @@ impl<B: Body> ResponseBody<B> {
             phase,
             shutdown,
             waker: None,
+            failure: None,
             scanner: Scanner::new(),
             tracker,
         }
@@ -289,7 +295,19 @@ where
                         begin_finish(CloseReason::Shutdown, this.phase, this.timer, this.tracker);
                         continue;
                     }
-                    let polled = this.inner.as_mut().poll_frame(cx);
+                    let polled = match this.inner.as_mut().poll_frame(cx) {
+                        Poll::Ready(Some(Err(err))) => {
+                            begin_failing(
+                                err.into(),
+                                this.phase,
+                                this.failure,
+                                this.timer,
+                                this.tracker,
+                            );
+                            continue;
+                        }
+                        polled => polled,
+                    };
                     if polled.is_ready() {
                         if this.tracker.config.keep_alive.is_some() {
                             rearm(this.timer, this.tracker);
@@ -336,7 +354,19 @@ where
                         *this.phase = Phase::Closing(reason);
                         continue;
                     }
-                    let polled = this.inner.as_mut().poll_frame(cx);
+                    let polled = match this.inner.as_mut().poll_frame(cx) {
+                        Poll::Ready(Some(Err(err))) => {
+                            begin_failing(
+                                err.into(),
+                                this.phase,
+                                this.failure,
+                                this.timer,
+                                this.tracker,
+                            );
+                            continue;
+                        }
+                        polled => polled,
+                    };
                     if polled.is_pending() {
                         renew_waker(this.waker, this.timer, &this.tracker.config.clock, cx);
                         let timed_out = this.timer.as_mut().is_some_and(|timer| {
@@ -370,6 +400,20 @@ where
                         Phase::Done
                     };
                     return Poll::Ready(frame);
+                }
+                Phase::Failing => {
+                    renew_waker(this.waker, this.timer, &this.tracker.config.clock, cx);
+                    let lingering = this.timer.as_mut().is_some_and(|timer| {
+                        timer.poll(&this.tracker.config.clock, cx).is_pending()
+                    });
+                    if lingering {
+                        return Poll::Pending;
+                    }
+                    *this.phase = Phase::Done;
+                    let error = this.failure.take();
+                    return Poll::Ready(Some(Err(
+                        error.unwrap_or_else(|| "the stream failed".into())
+                    )));
                 }
                 Phase::Ending | Phase::Done => {
                     *this.phase = Phase::Done;
@@ -407,15 +451,42 @@ fn begin_finish(
 ) {
     tracker.decide(reason);
     *phase = Phase::Finishing(reason);
-    let Some(give_up) = Instant::now().checked_add(tracker.config.finish_timeout) else {
+    wait_for(tracker.config.finish_timeout, timer, tracker);
+}
+
+/// How long an event stream whose inner body failed waits before it aborts. hyper drops the
+/// frames a failed response has not yet written (over HTTP/2, those its connection task has not
+/// yet taken from the stream), so the events just before the error would be lost to a client
+/// that is reading; this gives the connection the time to write them. On loopback 0.1 ms
+/// sufficed; a client that is not reading loses them either way.
+const ABORT_LINGER: Duration = Duration::from_millis(20);
+
+/// Records the inner body's error (reported at once: linked channels stop taking events) and
+/// holds it back for [`ABORT_LINGER`].
+fn begin_failing(
+    error: BoxError,
+    phase: &mut Phase,
+    failure: &mut Option<BoxError>,
+    timer: &mut Option<Timer>,
+    tracker: &mut Tracker,
+) {
+    tracker.report(CloseReason::Error);
+    *failure = Some(error);
+    *phase = Phase::Failing;
+    wait_for(ABORT_LINGER, timer, tracker);
+}
+
+/// Points the timer at `wait` from now (no timer when that instant cannot be represented).
+fn wait_for(wait: Duration, timer: &mut Option<Timer>, tracker: &Tracker) {
+    let Some(at) = Instant::now().checked_add(wait) else {
         if let Some(mut timer) = timer.take() {
             timer.forget(&tracker.config.clock);
         }
         return;
     };
     match timer {
-        Some(timer) => timer.reset(give_up),
-        None => *timer = Some(Timer::new(give_up)),
+        Some(timer) => timer.reset(at),
+        None => *timer = Some(Timer::new(at)),
     }
 }
 
