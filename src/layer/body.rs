@@ -75,12 +75,12 @@ pin_project! {
         // The keep-alive, time-limit and finish deadline, set on the first poll.
         timer: Option<Timer>,
         phase: Phase,
-        shutdown: Option<Signal>,
+        // The shutdown signal while the stream runs; the inner body's error while it waits to
+        // be handed over (one field for both, so a stream pays for neither).
+        watch: Watch,
         // The task's waker as of the last poll that waited: the shutdown signal and the clock
         // wake this one. The signal is polled (which takes its lock) only when it changes.
         waker: Option<Waker>,
-        // The inner body's error, held while the connection writes what went before it.
-        failure: Option<BoxError>,
         scanner: Scanner,
         tracker: Tracker,
     }
@@ -137,6 +137,15 @@ impl Phase {
     }
 }
 
+/// What a body watches besides its inner body and the clock.
+enum Watch {
+    Nothing,
+    /// The layer's shutdown signal, until it fires.
+    Shutdown(Signal),
+    /// The inner body's error, held while the connection writes what went before it.
+    Failure(BoxError),
+}
+
 /// What one poll of a body hands over.
 type FramePoll<D, E> = Poll<Option<Result<Frame<D>, E>>>;
 
@@ -155,25 +164,28 @@ impl<B: Body> ResponseBody<B> {
             config.shutdown_event = None;
             tracker.config = Arc::new(config);
         }
-        let shutdown = tracker.config.shutdown.clone();
-        let mut body = Self::new(inner, Phase::Opening, shutdown, tracker);
+        let watch = tracker
+            .config
+            .shutdown
+            .clone()
+            .map_or(Watch::Nothing, Watch::Shutdown);
+        let mut body = Self::new(inner, Phase::Opening, watch, tracker);
         body.scanner = Scanner::for_stream(streaming);
         body
     }
 
     /// Wraps the body of any other response.
     pub(super) fn pass_through(inner: B, tracker: Tracker) -> Self {
-        Self::new(inner, Phase::PassThrough, None, tracker)
+        Self::new(inner, Phase::PassThrough, Watch::Nothing, tracker)
     }
 
-    fn new(inner: B, phase: Phase, shutdown: Option<Signal>, tracker: Tracker) -> Self {
+    fn new(inner: B, phase: Phase, watch: Watch, tracker: Tracker) -> Self {
         ResponseBody {
             inner,
             timer: None,
             phase,
-            shutdown,
+            watch,
             waker: None,
-            failure: None,
             scanner: Scanner::new(),
             tracker,
         }
@@ -237,11 +249,13 @@ fn renew_waker(
 /// state is one atomic load away) it is polled only when the task's waker changed. Forgets
 /// the signal once it fired.
 fn shutdown_fired(
-    signal: &mut Option<Signal>,
+    signal: &mut Watch,
     token: Option<&CancellationToken>,
     cx: Option<(&mut Context<'_>, bool)>,
 ) -> bool {
-    let Some(shared) = signal else { return false };
+    let Watch::Shutdown(shared) = signal else {
+        return false;
+    };
     let fired = match (cx, token) {
         (None, None) => shared.peek().is_some(),
         (None, Some(token)) => token.is_cancelled(),
@@ -251,7 +265,7 @@ fn shutdown_fired(
         }
     };
     if fired {
-        *signal = None;
+        *signal = Watch::Nothing;
     }
     fired
 }
@@ -288,7 +302,7 @@ where
                 }
                 Phase::Streaming => {
                     if shutdown_fired(
-                        this.shutdown,
+                        this.watch,
                         this.tracker.config.shutdown_token.as_ref(),
                         None,
                     ) {
@@ -300,7 +314,7 @@ where
                             begin_failing(
                                 err.into(),
                                 this.phase,
-                                this.failure,
+                                this.watch,
                                 this.timer,
                                 this.tracker,
                             );
@@ -318,7 +332,7 @@ where
                     let new_waker =
                         renew_waker(this.waker, this.timer, &this.tracker.config.clock, cx);
                     if shutdown_fired(
-                        this.shutdown,
+                        this.watch,
                         this.tracker.config.shutdown_token.as_ref(),
                         Some((cx, new_waker)),
                     ) {
@@ -359,7 +373,7 @@ where
                             begin_failing(
                                 err.into(),
                                 this.phase,
-                                this.failure,
+                                this.watch,
                                 this.timer,
                                 this.tracker,
                             );
@@ -410,10 +424,11 @@ where
                         return Poll::Pending;
                     }
                     *this.phase = Phase::Done;
-                    let error = this.failure.take();
-                    return Poll::Ready(Some(Err(
-                        error.unwrap_or_else(|| "the stream failed".into())
-                    )));
+                    let error = match std::mem::replace(this.watch, Watch::Nothing) {
+                        Watch::Failure(error) => error,
+                        _ => "the stream failed".into(),
+                    };
+                    return Poll::Ready(Some(Err(error)));
                 }
                 Phase::Ending | Phase::Done => {
                     *this.phase = Phase::Done;
@@ -466,12 +481,12 @@ const ABORT_LINGER: Duration = Duration::from_millis(20);
 fn begin_failing(
     error: BoxError,
     phase: &mut Phase,
-    failure: &mut Option<BoxError>,
+    watch: &mut Watch,
     timer: &mut Option<Timer>,
     tracker: &mut Tracker,
 ) {
     tracker.report(CloseReason::Error);
-    *failure = Some(error);
+    *watch = Watch::Failure(error);
     *phase = Phase::Failing;
     wait_for(ABORT_LINGER, timer, tracker);
 }
