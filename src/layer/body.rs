@@ -26,6 +26,7 @@ use super::{
 use crate::{framing::Streaming, BoxError, CloseReason};
 
 pin_project! {
+    #[project = ResponseBodyProj]
     /// The response body of [`SseService`](super::SseService), around the inner service's body.
     ///
     /// For an event stream it forwards the inner body and writes keep-alives after silences,
@@ -309,18 +310,8 @@ where
                         begin_finish(CloseReason::Shutdown, this.phase, this.timer, this.tracker);
                         continue;
                     }
-                    let polled = match this.inner.as_mut().poll_frame(cx) {
-                        Poll::Ready(Some(Err(err))) => {
-                            begin_failing(
-                                err.into(),
-                                this.phase,
-                                this.watch,
-                                this.timer,
-                                this.tracker,
-                            );
-                            continue;
-                        }
-                        polled => polled,
+                    let Some(polled) = poll_event_stream(&mut this, cx) else {
+                        continue;
                     };
                     if polled.is_ready() {
                         if this.tracker.config.keep_alive.is_some() {
@@ -368,18 +359,8 @@ where
                         *this.phase = Phase::Closing(reason);
                         continue;
                     }
-                    let polled = match this.inner.as_mut().poll_frame(cx) {
-                        Poll::Ready(Some(Err(err))) => {
-                            begin_failing(
-                                err.into(),
-                                this.phase,
-                                this.watch,
-                                this.timer,
-                                this.tracker,
-                            );
-                            continue;
-                        }
-                        polled => polled,
+                    let Some(polled) = poll_event_stream(&mut this, cx) else {
+                        continue;
                     };
                     if polled.is_pending() {
                         renew_waker(this.waker, this.timer, &this.tracker.config.clock, cx);
@@ -475,6 +456,25 @@ fn begin_finish(
 /// that is reading; this gives the connection the time to write them. On loopback 0.1 ms
 /// sufficed; a client that is not reading loses them either way.
 const ABORT_LINGER: Duration = Duration::from_millis(20);
+
+/// Polls the inner body of an event stream; an error is held back (see [`begin_failing`]),
+/// and `None` says to look at the phase again.
+fn poll_event_stream<B>(
+    this: &mut ResponseBodyProj<'_, B>,
+    cx: &mut Context<'_>,
+) -> Option<FramePoll<B::Data, B::Error>>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    match this.inner.as_mut().poll_frame(cx) {
+        Poll::Ready(Some(Err(err))) => {
+            begin_failing(err.into(), this.phase, this.watch, this.timer, this.tracker);
+            None
+        }
+        polled => Some(polled),
+    }
+}
 
 /// Records the inner body's error (reported at once: linked channels stop taking events) and
 /// holds it back for [`ABORT_LINGER`].
