@@ -74,7 +74,7 @@ type Signal = Shared<Pin<Box<dyn Future<Output = ()> + Send>>>;
 /// | channel timeout | ends with its timeout event | as `max_duration`, for a channel linked to the request ([`SseConnection::link`](crate::SseConnection::link)) |
 /// | graceful shutdown | ends at the next boundary, shutdown event, clean end | [`Shutdown`](crate::Shutdown) closes every guarded connection still open after its grace; without it, no bound |
 /// | [`finish_timeout`](Self::finish_timeout) | a stream whose inner body stalls mid-event after the decision to end is aborted (HTTP/1.1: connection closed; HTTP/2: stream reset) | see the rows above |
-/// | inner body error | aborted 20 ms later (HTTP/1.1: connection closed; HTTP/2: stream reset), so that the connection writes the events before it first; reported `Error` at once | aborted 20 ms later; what the client did not read is lost |
+/// | inner body error | reported `Error` at once, aborted 20 ms later (HTTP/1.1: connection closed; HTTP/2: stream reset), so that the connection writes the events before it first | reported `Error` at once; the abort goes out when hyper next polls the body, which the rows above bound; what the client did not read is lost |
 /// | guard write timeout | never fires while writes progress | HTTP/1.1 and a full HTTP/2 socket: closed after the write timeout; an HTTP/2 flow-control stall does not fill the socket, so only the rows above apply |
 ///
 /// A hub subscriber that lags is told (`LagPolicy`) when its body is next polled; one that is
