@@ -84,24 +84,31 @@ impl EventField {
     }
 }
 
-/// Why an [`Event`] builder call refused its input.
+/// Why an [`Event`] builder call refused its input; [`kind`](EventError::kind) says what was
+/// wrong.
 ///
 /// Nothing is written when an error is returned: an event can never carry a half-written field.
+/// The error is one pointer wide, so a `Result<Event, EventError>` moves like the event alone:
+/// the builder's fallible calls cost no more than its infallible ones.
 ///
 /// ```
-/// use tower_sse::{Event, EventError, EventField};
+/// use tower_sse::{Event, EventErrorKind, EventField};
 ///
 /// let from_a_client = "name\r\nevent: injected";
-/// match Event::new().event(from_a_client) {
-///     Err(EventError::InvalidCharacter { field, character, position }) => {
+/// let err = Event::new().event(from_a_client).unwrap_err();
+/// match *err.kind() {
+///     EventErrorKind::InvalidCharacter { field, character, position } => {
 ///         assert_eq!((field, character, position), (EventField::Event, '\r', 4));
 ///     }
-///     other => panic!("{other:?}"),
+///     ref other => panic!("{other:?}"),
 /// }
 /// ```
+pub struct EventError(Box<EventErrorKind>);
+
+/// What an [`EventError`] is about.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum EventError {
+pub enum EventErrorKind {
     /// The value holds a character that would end the line early (CR or LF), or that browsers
     /// reject in an id (NUL), so writing it would inject lines into the stream.
     InvalidCharacter {
@@ -119,10 +126,43 @@ pub enum EventError {
     Json(serde_json::Error),
 }
 
+impl EventError {
+    /// What was wrong with the input.
+    pub fn kind(&self) -> &EventErrorKind {
+        &self.0
+    }
+
+    /// What was wrong with the input, by value (to take a JSON error's `serde_json::Error`).
+    pub fn into_kind(self) -> EventErrorKind {
+        *self.0
+    }
+}
+
+impl From<EventErrorKind> for EventError {
+    #[cold]
+    fn from(kind: EventErrorKind) -> Self {
+        EventError(Box::new(kind))
+    }
+}
+
+#[cfg(feature = "json")]
+impl From<serde_json::Error> for EventError {
+    #[cold]
+    fn from(err: serde_json::Error) -> Self {
+        EventErrorKind::Json(err).into()
+    }
+}
+
+impl fmt::Debug for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("EventError").field(&self.0).finish()
+    }
+}
+
 impl fmt::Display for EventError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EventError::InvalidCharacter {
+        match self.kind() {
+            EventErrorKind::InvalidCharacter {
                 field,
                 character,
                 position,
@@ -133,9 +173,11 @@ impl fmt::Display for EventError {
                 character_name(*character),
                 position
             ),
-            EventError::NotUtf8(err) => write!(f, "SSE `data` bytes are not UTF-8: {err}"),
+            EventErrorKind::NotUtf8(err) => write!(f, "SSE `data` bytes are not UTF-8: {err}"),
             #[cfg(feature = "json")]
-            EventError::Json(err) => write!(f, "SSE `data` could not be serialised as JSON: {err}"),
+            EventErrorKind::Json(err) => {
+                write!(f, "SSE `data` could not be serialised as JSON: {err}")
+            }
         }
     }
 }
@@ -150,11 +192,11 @@ fn character_name(c: char) -> &'static str {
 
 impl std::error::Error for EventError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
+        match self.kind() {
             #[cfg(feature = "json")]
-            EventError::Json(err) => Some(err),
-            EventError::NotUtf8(err) => Some(err),
-            EventError::InvalidCharacter { .. } => None,
+            EventErrorKind::Json(err) => Some(err),
+            EventErrorKind::NotUtf8(err) => Some(err),
+            EventErrorKind::InvalidCharacter { .. } => None,
         }
     }
 }
@@ -183,20 +225,22 @@ impl Event {
     /// Adds UTF-8 bytes (a `Bytes`, a `&[u8]`, a `Vec<u8>`) as data, exactly as
     /// [`data`](Event::data) adds text.
     ///
-    /// Fails with [`EventError::NotUtf8`], adding nothing, if they are not UTF-8: an event
+    /// Fails with [`EventErrorKind::NotUtf8`], adding nothing, if they are not UTF-8: an event
     /// stream is UTF-8, and a client would turn the bytes into U+FFFD.
     ///
     /// ```
     /// use bytes::Bytes;
-    /// use tower_sse::{Event, EventError};
+    /// use tower_sse::{Event, EventError, EventErrorKind};
     ///
     /// let event = Event::new().data_bytes(Bytes::from_static(b"caf\xC3\xA9"))?;
     /// assert_eq!(&event.to_bytes()[..], "data: café\n\n".as_bytes());
-    /// assert!(matches!(Event::new().data_bytes(b"\xFF"), Err(EventError::NotUtf8(_))));
+    /// let err = Event::new().data_bytes(b"\xFF").unwrap_err();
+    /// assert!(matches!(err.kind(), EventErrorKind::NotUtf8(_)));
     /// # Ok::<(), EventError>(())
     /// ```
     pub fn data_bytes(self, bytes: impl AsRef<[u8]>) -> Result<Self, EventError> {
-        let text = std::str::from_utf8(bytes.as_ref()).map_err(EventError::NotUtf8)?;
+        let text = std::str::from_utf8(bytes.as_ref())
+            .map_err(|err| EventError::from(EventErrorKind::NotUtf8(err)))?;
         Ok(self.data(text))
     }
 
@@ -289,7 +333,7 @@ impl Event {
         if let Err(err) = result {
             lines.truncate(rollback);
             self.lines = Lines::Heap(lines);
-            return Err(EventError::Json(err));
+            return Err(err.into());
         }
         if find_break(&lines[json_start..]).is_some() {
             // Compact JSON escapes line breaks in strings; only raw JSON can hold one. Such
@@ -589,11 +633,12 @@ fn is_id_break(byte: u8) -> bool {
 fn check_value(field: EventField, value: &str, bad: impl Fn(u8) -> bool) -> Result<(), EventError> {
     match value.bytes().position(bad) {
         None => Ok(()),
-        Some(position) => Err(EventError::InvalidCharacter {
+        Some(position) => Err(EventErrorKind::InvalidCharacter {
             field,
             character: char::from(value.as_bytes()[position]),
             position,
-        }),
+        }
+        .into()),
     }
 }
 

@@ -118,7 +118,9 @@ pub use emitter::{
     channel, framed_channel, ChannelBuilder, Emitter, EventReceiver, Receiver, SendError,
     SendErrorKind, SseEmitter, TrySendError, Unsent,
 };
-pub use event::{DataWriter, EncodedEvent, Event, EventError, EventField, EventId, EventName};
+pub use event::{
+    DataWriter, EncodedEvent, Event, EventError, EventErrorKind, EventField, EventId, EventName,
+};
 #[cfg(feature = "axum")]
 pub use guard::GuardedListener;
 pub use guard::{ConnectionHandle, GuardedIo, Shutdown, StallGuard};

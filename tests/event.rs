@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use proptest::prelude::*;
 use tower_sse::{
-    EncodedEvent, Event, EventError, EventField, EventId, EventName, MessageEvent, Parser,
+    EncodedEvent, Event, EventError, EventErrorKind, EventField, EventId, EventName, MessageEvent,
+    Parser,
 };
 
 /// The wire form as text, for readable failures.
@@ -399,7 +400,7 @@ fn json_error_is_typed() {
     let mut map = BTreeMap::new();
     map.insert(vec![1u8], 1);
     let err = Event::new().data("a").json_data(&map).unwrap_err();
-    assert!(matches!(err, EventError::Json(_)), "{err:?}");
+    assert!(matches!(err.kind(), EventErrorKind::Json(_)), "{err:?}");
     assert!(err.to_string().contains("JSON"), "{err}");
     assert!(std::error::Error::source(&err).is_some());
 }
@@ -407,8 +408,8 @@ fn json_error_is_typed() {
 // ----- refused input -----
 
 fn invalid(err: EventError) -> (EventField, char, usize) {
-    match err {
-        EventError::InvalidCharacter {
+    match err.into_kind() {
+        EventErrorKind::InvalidCharacter {
             field,
             character,
             position,
@@ -572,8 +573,8 @@ fn data_bytes_refuses_invalid_utf8_and_adds_nothing() {
     let event = Event::new().data("kept");
     for bad in [&b"\xFF"[..], b"ok \xC3", b"\xED\xA0\x80 surrogate"] {
         match event.clone().data_bytes(bad) {
-            Err(EventError::NotUtf8(err)) => {
-                let text = EventError::NotUtf8(err).to_string();
+            Err(err) if matches!(err.kind(), EventErrorKind::NotUtf8(_)) => {
+                let text = err.to_string();
                 assert!(text.contains("not UTF-8"), "{text}");
             }
             other => panic!("{bad:?} gave {other:?}"),
@@ -667,4 +668,11 @@ fn an_event_from_an_encoding_builds_on_like_any_other() {
     // A later name replaces the encoded one; later data adds a line.
     let event = Event::from(encoded).event_name(OTHER).data("y");
     assert_eq!(wire(&event), "data: x\nevent: other\ndata: y\n\n");
+}
+
+#[test]
+fn a_builder_result_is_no_larger_than_the_event() {
+    // The error is one pointer, so `?` and `and_then` move an event, not an event and an error.
+    assert_eq!(size_of::<EventError>(), size_of::<usize>());
+    assert_eq!(size_of::<Result<Event, EventError>>(), size_of::<Event>());
 }

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use tower_sse::{Event, EventError, EventField, MessageEvent, Parser};
+use tower_sse::{Event, EventError, EventErrorKind, EventField, MessageEvent, Parser};
 
 /// What a client must see once the event is parsed back.
 #[derive(Default)]
@@ -103,11 +103,11 @@ fn refused(err: EventError, field: EventField, value: &str, forbidden: &[char]) 
     let position = value
         .find(forbidden)
         .unwrap_or_else(|| panic!("{field:?} value {value:?} refused without cause: {err}"));
-    let EventError::InvalidCharacter {
+    let EventErrorKind::InvalidCharacter {
         field: got_field,
         character,
         position: got_position,
-    } = err
+    } = *err.kind()
     else {
         panic!("{field:?} value {value:?} refused with an unexpected error: {err}");
     };

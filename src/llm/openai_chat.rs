@@ -74,12 +74,14 @@ struct NoFields {}
 
 /// Whether delta fields set `role` themselves; refuses fields that are not a JSON object.
 fn has_role<D: Serialize + ?Sized>(fields: &D) -> Result<bool, StreamError> {
-    match serde_json::to_value(fields).map_err(crate::EventError::Json)? {
+    match serde_json::to_value(fields).map_err(crate::EventError::from)? {
         serde_json::Value::Object(map) => Ok(map.contains_key("role")),
-        _ => Err(crate::EventError::Json(serde::ser::Error::custom(
-            "a delta must serialise as a JSON object",
-        ))
-        .into()),
+        _ => Err(
+            crate::EventError::from(<serde_json::Error as serde::ser::Error>::custom(
+                "a delta must serialise as a JSON object",
+            ))
+            .into(),
+        ),
     }
 }
 

@@ -376,7 +376,7 @@ impl ResponseStream {
         )?;
         let parts = [output_text(text)];
         let item = message_item(id, "completed", &parts);
-        let item_value = serde_json::value::to_raw_value(&item).map_err(EventError::Json)?;
+        let item_value = serde_json::value::to_raw_value(&item).map_err(EventError::from)?;
         let item_done = json_event(
             Some("response.output_item.done"),
             &ItemEvent {
@@ -444,9 +444,9 @@ fn output_text(text: &str) -> Part<'_> {
 /// Your fields as a JSON object, refused if they are not one or set a field the writer owns.
 fn own_object<F: Serialize + ?Sized>(fields: &F) -> Result<Map<String, Value>, StreamError> {
     let refuse = |message: &str| -> StreamError {
-        EventError::Json(serde::ser::Error::custom(message)).into()
+        EventError::from(<serde_json::Error as serde::ser::Error>::custom(message)).into()
     };
-    match serde_json::to_value(fields).map_err(EventError::Json)? {
+    match serde_json::to_value(fields).map_err(EventError::from)? {
         Value::Object(map) => {
             if OWN_FIELDS.iter().any(|field| map.contains_key(*field)) {
                 return Err(refuse(
