@@ -3,7 +3,8 @@
 //! Each contender builds a batch of events inside a stream and drains its response body until
 //! the end, so the time covers building, encoding and handing the bytes over as body frames.
 //! The "limit" row only copies each event's finished wire bytes into a warm buffer: the floor
-//! any encoder sits on. Before criterion's timing, one pass under a counting allocator gives
+//! any encoder sits on; "tower-sse-boxed" is this crate's body boxed into `axum::body::Body`
+//! and drained frame by frame, as an axum handler hands it to hyper. Before criterion's timing, one pass under a counting allocator gives
 //! heap allocations per event; at the end a table gives events/s, MB/s and the ratios.
 //!
 //!     cargo bench --bench encode
@@ -201,17 +202,26 @@ macro_rules! specialised {
 #[derive(Clone, Copy)]
 enum Contender {
     TowerSse,
+    /// `tower-sse` with its body boxed into `axum::body::Body`, as an axum handler hands it
+    /// to hyper.
+    TowerSseBoxed,
     Axum,
     /// Copies finished wire bytes only.
     Limit,
 }
 
 impl Contender {
-    const ALL: [Contender; 3] = [Contender::TowerSse, Contender::Axum, Contender::Limit];
+    const ALL: [Contender; 4] = [
+        Contender::TowerSse,
+        Contender::TowerSseBoxed,
+        Contender::Axum,
+        Contender::Limit,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Contender::TowerSse => "tower-sse",
+            Contender::TowerSseBoxed => "tower-sse-boxed",
             Contender::Axum => "axum",
             Contender::Limit => "limit",
         }
@@ -254,6 +264,10 @@ impl Workload {
             Contender::TowerSse => specialised!(case, CASE => {
                 let events = indices.map(move |i| CASE.ours(&input, i));
                 drain(tower_sse::response(SseBody::new(events)).into_body())
+            }),
+            Contender::TowerSseBoxed => specialised!(case, CASE => {
+                let events = indices.map(move |i| CASE.ours(&input, i));
+                drain(axum::body::Body::new(SseBody::new(events)))
             }),
             Contender::Axum => specialised!(case, CASE => {
                 let events = indices.map(move |i| Ok::<_, Infallible>(CASE.axum(&input, i)));
@@ -383,19 +397,19 @@ fn main() {
 }
 
 /// The summary, as a Markdown table.
-fn print_table(table: &[(Case, [Figures; 3])]) {
+fn print_table(table: &[(Case, [Figures; 4])]) {
     println!();
     println!(
         "| case | bytes/event | tower-sse | axum | copy-only limit | tower-sse vs axum (events/s) \
-         | tower-sse time / limit time | allocations/event tower-sse (+ per response) \
-         | allocations/event axum (+ per response) |"
+         | boxed into axum's Body vs axum | tower-sse time / limit time \
+         | allocations/event tower-sse (+ per response) | allocations/event axum (+ per response) |"
     );
-    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     // Cases that a criterion filter left out have no timing.
     let timed = table
         .iter()
         .filter(|(_, figures)| figures.iter().all(|f| f.seconds_per_event.is_finite()));
-    for (case, [ours, axum, limit]) in timed {
+    for (case, [ours, boxed, axum, limit]) in timed {
         let rate = |f: &Figures| {
             format!(
                 "{:.2} M/s, {:.0} MB/s",
@@ -404,13 +418,14 @@ fn print_table(table: &[(Case, [Figures; 3])]) {
             )
         };
         println!(
-            "| {} | {:.0} | {} | {} | {} | {:.2}x | {:.2}x | {:.2} (+{}) | {:.2} (+{}) |",
+            "| {} | {:.0} | {} | {} | {} | {:.2}x | {:.2}x | {:.2}x | {:.2} (+{}) | {:.2} (+{}) |",
             case.name(),
             ours.bytes_per_event,
             rate(ours),
             rate(axum),
             rate(limit),
             axum.seconds_per_event / ours.seconds_per_event,
+            axum.seconds_per_event / boxed.seconds_per_event,
             ours.seconds_per_event / limit.seconds_per_event,
             ours.allocations_per_event,
             ours.allocations_per_response,
