@@ -16,14 +16,19 @@
 //! * `axum`: axum's `Sse` with `KeepAlive::default()` (15 s) over a stream that never yields;
 //! * `hub`: `SseLayer` around an `SseBody` of a subscriber of one `Hub` topic;
 //! * `axum-broadcast`: axum's `Sse` with its keep-alive over a `tokio::sync::broadcast`
-//!   receiver, one per stream.
+//!   receiver, one per stream;
+//! * `hyper-floor` (idle only, `SCALE_IDLE_SERVERS=hyper-floor,...`): hyper alone, no router,
+//!   layer or channel, serving a body that only waits for its own 15 s tokio interval and hands
+//!   over `:\n`: the least an idle stream with keep-alives can cost on hyper.
 //!
 //! Each response body is counted while it lives, so the parent can confirm that every stream
 //! reached the server and that every stream was released. Scenarios (`SCALE_SCENARIOS`, a
 //! comma-separated subset of `idle,broadcast,sustained,latency`):
 //!
 //! * `idle`: N idle streams per server: RSS per stream, idle CPU over `SCALE_IDLE_SECONDS`, and
-//!   RSS after they all left, against the RSS before they came;
+//!   RSS after they all left, against the RSS before they came; also its anonymous part
+//!   (`RssAnon`: without the code pages run in between) and the heap in use by glibc's own
+//!   count (`mallinfo2`), which is what a leak grows whatever the allocator keeps;
 //! * `broadcast`: N hub subscribers (and N axum `Sse` over broadcast): the same figures, then
 //!   `SCALE_PUBLISHES` single publishes, each timed from publish to receipt at every client
 //!   (p50, p99, and the last byte);
@@ -61,7 +66,9 @@ use std::{
 
 use client::client;
 use process::{Clients, Server};
-use procfs::{clock_ticks_per_second, cpu_ticks, open_files_limit, rss_kb, write_calls};
+use procfs::{
+    clock_ticks_per_second, cpu_ticks, open_files_limit, rss_anon_kb, rss_kb, write_calls,
+};
 use server::serve;
 
 /// Streams each client process opens before the baseline reading, so that it includes the
@@ -195,9 +202,11 @@ fn parent() {
         println!();
         println!(
             "| scenario | proto | server | streams | at server | RSS before | RSS open | \
-             RSS/stream | idle CPU | idle writes/s | RSS after leaving | after malloc_trim |"
+             RSS/stream | idle CPU | idle writes/s | RSS after leaving | after malloc_trim | \
+             anonymous RSS before | anonymous after malloc_trim | heap in use before | \
+             heap in use after leaving |"
         );
-        println!("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        println!("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     }
     for scenario in ["idle", "broadcast"] {
         if !settings.runs(scenario) {
@@ -280,6 +289,9 @@ fn parent() {
     }
 }
 
+/// Bytes in a MiB.
+const MIB: f64 = 1024.0 * 1024.0;
+
 /// What one population of streams cost one server.
 struct Population {
     wanted: usize,
@@ -291,6 +303,14 @@ struct Population {
     rss_trimmed_kb: u64,
     /// The same after each further cycle of the streams coming and leaving.
     rss_cycles_kb: Vec<u64>,
+    /// The anonymous part of the resident set (`RssAnon`) before the streams came, and after
+    /// they left and the heap was trimmed: RSS without the code pages run in between.
+    anon_before_kb: u64,
+    anon_trimmed_kb: u64,
+    /// Bytes allocated and not freed (glibc's `mallinfo2`) before the streams came, and after
+    /// they left: what a leak grows, whatever the allocator keeps of freed memory.
+    heap_before: u64,
+    heap_left: u64,
     idle_cpu_percent: f64,
     /// Write system calls per second while idle: keep-alives, and how many share a write.
     idle_writes_per_second: f64,
@@ -313,7 +333,8 @@ impl Population {
         let mb = |kb: u64| kb as f64 / 1024.0;
         format!(
             "| {scenario} | {} | {kind} | {} | {}{} | {:.1} MB | {:.1} MB | {per_stream:.2} KB | \
-             {:.3} % | {:.0} | {:.1} MB ({:+.1} %){} | {:.1} MB ({:+.1} %){} |",
+             {:.3} % | {:.0} | {:.1} MB ({:+.1} %){} | {:.1} MB ({:+.1} %){} | {:.1} MB | \
+             {:.1} MB ({:+.1} %) | {:.2} MB | {:.2} MB ({:+.1} %) |",
             protocol.name(),
             self.wanted,
             self.at_server,
@@ -339,6 +360,13 @@ impl Population {
                 .iter()
                 .map(|&kb| format!(", then {:.1} MB", mb(kb)))
                 .collect::<String>(),
+            mb(self.anon_before_kb),
+            mb(self.anon_trimmed_kb),
+            100.0 * (self.anon_trimmed_kb as f64 - self.anon_before_kb as f64)
+                / self.anon_before_kb as f64,
+            self.heap_before as f64 / MIB,
+            self.heap_left as f64 / MIB,
+            100.0 * (self.heap_left as f64 - self.heap_before as f64) / self.heap_before as f64,
         )
     }
 
@@ -392,6 +420,8 @@ fn population(
     settle();
     let pid = server.process.pid();
     let rss_before_kb = rss_kb(pid);
+    let anon_before_kb = rss_anon_kb(pid);
+    let heap_before = server.process.ask_number("heap", "heap");
     let clients = Clients::open(
         settings,
         protocol,
@@ -453,6 +483,8 @@ fn population(
     server.process.send("trim");
     server.process.expect("trimmed");
     let rss_trimmed_kb = rss_kb(pid);
+    let anon_trimmed_kb = rss_anon_kb(pid);
+    let heap_left = server.process.ask_number("heap", "heap");
     // Further cycles: the same streams come and go again; a leak would grow with each.
     let mut rss_cycles_kb = Vec::new();
     for _ in 1..settings.cycles {
@@ -482,6 +514,10 @@ fn population(
         rss_open_kb,
         rss_left_kb,
         rss_trimmed_kb,
+        anon_before_kb,
+        anon_trimmed_kb,
+        heap_before,
+        heap_left,
         idle_cpu_percent,
         idle_writes_per_second,
         streams_left,

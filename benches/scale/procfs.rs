@@ -4,12 +4,22 @@ use std::process::Command;
 
 /// The resident set of a process, in KB.
 pub(crate) fn rss_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmRSS:")
+}
+
+/// The anonymous part of the resident set, in KB: heap, stacks and other private memory, without
+/// the pages of the program's code and libraries that it has run so far (`RssFile`).
+pub(crate) fn rss_anon_kb(pid: u32) -> u64 {
+    status_kb(pid, "RssAnon:")
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc status")
+        .unwrap_or_else(|| panic!("{field} in /proc status"))
 }
 
 /// The user and system CPU time of a process so far, in clock ticks.

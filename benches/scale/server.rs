@@ -76,6 +76,43 @@ impl Body for Counted {
     }
 }
 
+/// The least an idle stream's keep-alive can cost on hyper (`hyper-floor`): a body that only
+/// waits for its own tokio interval and then hands over `:\n`, served by hyper with no router,
+/// layer or channel in between. Counted in [`OPEN_STREAMS`] while it lives.
+struct FloorBody {
+    tick: tokio::time::Interval,
+}
+
+impl FloorBody {
+    fn new() -> Self {
+        OPEN_STREAMS.fetch_add(1, Ordering::Relaxed);
+        let period = Duration::from_secs(15);
+        FloorBody {
+            tick: tokio::time::interval_at(tokio::time::Instant::now() + period, period),
+        }
+    }
+}
+
+impl Drop for FloorBody {
+    fn drop(&mut self) {
+        OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Body for FloorBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.tick
+            .poll_tick(cx)
+            .map(|_| Some(Ok(Frame::data(Bytes::from_static(b":\n")))))
+    }
+}
+
 /// What the parent's commands act on in a server, per kind.
 enum Control {
     /// Nothing to publish to (`axum`).
@@ -123,6 +160,8 @@ fn router(kind: &str) -> (Router, Control) {
                 .layer(SseLayer::new());
             (router, Control::Emitters(kept))
         }
+        // Served without the router (see `serve`); the router is never called.
+        "hyper-floor" => (Router::new(), Control::None),
         "axum" => (
             Router::new().route(
                 "/sse",
@@ -212,6 +251,7 @@ fn server_runtime() -> tokio::runtime::Runtime {
 pub(crate) fn serve(kind: &str) {
     let nodelay = env_number("SCALE_NODELAY", 0) == 1;
     let max_streams = env_number("SCALE_MAX_STREAMS", 1_000) as u32;
+    let floor = kind == "hyper-floor";
     server_runtime().block_on(async move {
         let (router, control) = router(kind);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
@@ -227,13 +267,21 @@ pub(crate) fn serve(kind: &str) {
                     continue;
                 };
                 let _ = socket.set_nodelay(nodelay);
-                let service = TowerToHyperService::new(router.clone());
                 let builder = Arc::clone(&builder);
-                tokio::spawn(async move {
-                    let _ = builder
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await;
-                });
+                let socket = TokioIo::new(socket);
+                if floor {
+                    let service = hyper::service::service_fn(|_| async {
+                        Ok::<_, Infallible>(hyper::Response::new(FloorBody::new()))
+                    });
+                    tokio::spawn(async move {
+                        let _ = builder.serve_connection(socket, service).await;
+                    });
+                } else {
+                    let service = TowerToHyperService::new(router.clone());
+                    tokio::spawn(async move {
+                        let _ = builder.serve_connection(socket, service).await;
+                    });
+                }
             }
         });
         let mut commands = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -257,6 +305,7 @@ pub(crate) fn serve(kind: &str) {
                     release_free_memory();
                     println!("trimmed");
                 }
+                (Some("heap"), _) => println!("heap {}", heap_in_use()),
                 (Some("publish"), Some(events)) => {
                     let first = publish(&control, events).await;
                     println!("published {first}");
@@ -284,6 +333,41 @@ fn release_free_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
+
+/// glibc's `struct mallinfo2`, as glibc fills it; two of its fields are read.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[repr(C)]
+#[allow(dead_code)]
+struct MallInfo2 {
+    arena: usize,
+    ordblks: usize,
+    smblks: usize,
+    hblks: usize,
+    hblkhd: usize,
+    usmblks: usize,
+    fsmblks: usize,
+    uordblks: usize,
+    fordblks: usize,
+    keepcost: usize,
+}
+
+/// Bytes the program holds allocated right now, over all of glibc's arenas and its mmapped
+/// blocks: what a leak would grow, whatever the allocator keeps of the freed memory. 0 where
+/// the allocator is not glibc's.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_in_use() -> usize {
+    extern "C" {
+        fn mallinfo2() -> MallInfo2;
+    }
+    // SAFETY: mallinfo2 (glibc 2.33 and later) only reads the allocator's statistics.
+    let info = unsafe { mallinfo2() };
+    info.uordblks + info.hblkhd
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_in_use() -> usize {
+    0
+}
 
 /// Publishes `events` events, `PUBLISH_BATCH` between yields, each carrying its publish time
 /// as data; returns the first one's.
