@@ -6,7 +6,8 @@ mod layer_support;
 
 use std::time::{Duration, Instant};
 
-use common::{get, Proto};
+use common::{get, Client, Proto};
+use http_body_util::BodyExt;
 use layer_support::{accept, read_until, read_until_suffix, scripted, Timed};
 use proptest::prelude::*;
 use tower_sse::{Event, SseLayer};
@@ -49,6 +50,43 @@ async fn silence_gives_lone_comment_lines_one_interval_apart() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_round_of_keep_alives_due_at_once_reaches_every_stream() {
+    // Many more streams than the layer's clock wakes in one batch, opened within a few
+    // hundredths of the interval, so that their keep-alives fall due together.
+    let interval = Duration::from_secs(1);
+    let (addr, mut accepted) = scripted(SseLayer::new().keep_alive(interval), SSE).await;
+    let (mut clients, mut bodies, mut apps) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..4 {
+        let mut client = Client::connect(addr, Proto::Http2).await;
+        for _ in 0..150 {
+            bodies.push(client.get("/").await.into_body());
+            apps.push(accept(&mut accepted).await);
+        }
+        clients.push(client);
+    }
+    let opened = Instant::now();
+    let firsts = futures::future::join_all(bodies.into_iter().map(|mut body| async move {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame()).await;
+        frame
+            .ok()
+            .flatten()
+            .and_then(Result::ok)
+            .and_then(|frame| frame.into_data().ok())
+    }))
+    .await;
+    let missing = firsts
+        .iter()
+        .filter(|first| first.as_deref() != Some(&b":\n"[..]))
+        .count();
+    assert_eq!(missing, 0, "{missing} of 600 streams got no keep-alive");
+    assert!(
+        opened.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        opened.elapsed()
+    );
 }
 
 #[tokio::test]
