@@ -173,27 +173,14 @@ impl Input {
 /// its one kind of event, as an app's stream of one kind of event is.
 macro_rules! specialised {
     ($case:expr, $name:ident => $run:expr) => {
+        specialised!(@arms $case, $name => $run; Tiny, Token, Json, Large, Lines)
+    };
+    (@arms $case:expr, $name:ident => $run:expr; $($variant:ident),*) => {
         match $case {
-            Case::Tiny => {
-                const $name: Case = Case::Tiny;
+            $(Case::$variant => {
+                const $name: Case = Case::$variant;
                 $run
-            }
-            Case::Token => {
-                const $name: Case = Case::Token;
-                $run
-            }
-            Case::Json => {
-                const $name: Case = Case::Json;
-                $run
-            }
-            Case::Large => {
-                const $name: Case = Case::Large;
-                $run
-            }
-            Case::Lines => {
-                const $name: Case = Case::Lines;
-                $run
-            }
+            })*
         }
     };
 }
